@@ -1,0 +1,1 @@
+"""Compressed sensing: measurement operators and recovery baselines."""

@@ -1,0 +1,1 @@
+"""Dataset loaders: local files (IDX, npz) and tensorflow-datasets."""

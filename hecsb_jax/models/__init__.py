@@ -1,0 +1,1 @@
+"""Pure Flax (nnx) model definitions."""
