@@ -109,35 +109,14 @@ def fit(
   # Epochs are numbered from 1, so fold-in 0 is free for validation noise.
   val_rng = jax.random.fold_in(key, 0)
 
-  def loss_on(params, x, rng):
-    return loss_fn(nnx.merge(graphdef, params, rest), x, rng)
+  train_epoch = make_train_epoch(
+      graphdef, rest, loss_fn, tx, key, num_steps, config.batch_size,
+      project_fn,
+  )
 
   @jax.jit
-  def train_epoch(params, opt_state, data, epoch):
-    epoch_key = jax.random.fold_in(key, epoch)
-    perm = jax.random.permutation(jax.random.fold_in(epoch_key, 0), len(data))
-    batches = perm[: num_steps * config.batch_size].reshape(num_steps, -1)
-
-    def step(carry, i):
-      params, opt_state = carry
-      rng = jax.random.fold_in(epoch_key, i + 1)
-      (loss, metrics), grads = jax.value_and_grad(loss_on, has_aux=True)(
-          params, data[batches[i]], rng
-      )
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
-      if project_fn is not None:
-        m = nnx.merge(graphdef, params, rest)
-        project_fn(m)
-        params = nnx.state(m, nnx.Param)
-      return (params, opt_state), dict(metrics, loss=loss)
-
-    (params, opt_state), metrics = jax.lax.scan(
-        step, (params, opt_state), jnp.arange(num_steps)
-    )
-    return params, opt_state, jax.tree.map(jnp.mean, metrics)
-
-  eval_loss = jax.jit(lambda params, x: loss_on(params, x, val_rng)[0])
+  def eval_loss(params, x):
+    return loss_fn(nnx.merge(graphdef, params, rest), x, val_rng)[0]
 
   def validate(params) -> float:
     total = 0.0
@@ -204,3 +183,52 @@ def fit(
       best_epoch=int(meta["best_epoch"]),
       history=list(meta["history"]),
   )
+
+
+def make_train_epoch(
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    num_steps: int,
+    batch_size: int,
+    project_fn: Callable[[nnx.Module], None] | None = None,
+) -> Callable:
+  """Builds the jitted epoch: ``(params, opt_state, data, epoch) -> ...``.
+
+  The epoch draws its permutation and per-step noise keys from
+  ``fold_in(key, epoch)`` and runs ``num_steps`` optimizer steps in one
+  `lax.scan`. Returns ``(params, opt_state, mean metrics)``, the metrics
+  including ``loss``.
+  """
+
+  def loss_on(params, x, rng):
+    return loss_fn(nnx.merge(graphdef, params, rest), x, rng)
+
+  @jax.jit
+  def train_epoch(params, opt_state, data, epoch):
+    epoch_key = jax.random.fold_in(key, epoch)
+    perm = jax.random.permutation(jax.random.fold_in(epoch_key, 0), len(data))
+    batches = perm[: num_steps * batch_size].reshape(num_steps, batch_size)
+
+    def step(carry, i):
+      params, opt_state = carry
+      rng = jax.random.fold_in(epoch_key, i + 1)
+      (loss, metrics), grads = jax.value_and_grad(loss_on, has_aux=True)(
+          params, data[batches[i]], rng
+      )
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      if project_fn is not None:
+        m = nnx.merge(graphdef, params, rest)
+        project_fn(m)
+        params = nnx.state(m, nnx.Param)
+      return (params, opt_state), dict(metrics, loss=loss)
+
+    (params, opt_state), metrics = jax.lax.scan(
+        step, (params, opt_state), jnp.arange(num_steps)
+    )
+    return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+  return train_epoch

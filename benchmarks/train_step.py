@@ -1,0 +1,110 @@
+"""Training throughput of the UAE step vs this machine's dense matmul rate.
+
+    python benchmarks/train_step.py [--m 25] [--batch-size 100] [--quick]
+
+Prints, from one run on one machine:
+  * examples/s of the training step as the trainer runs it (a whole epoch of
+    steps in one jitted `lax.scan`), and of the same step dispatched from a
+    Python loop one jitted call per batch (the reference it must beat);
+  * the step's FLOPs per example (XLA's own cost analysis of the compiled
+    step) and so its achieved FLOP/s;
+  * the machine's dense float32 matmul FLOP/s measured in the same run
+    (square N x N matrices), and the fraction of it the step reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hecsb_jax.models.uae import UncertaintyAutoencoder, uae_loss
+from hecsb_jax.train.trainer import make_train_epoch
+
+
+def best_time(fn, repeats: int) -> float:
+  """Minimum wall time of ``fn()`` over ``repeats`` calls (after warm-up)."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def matmul_flops_per_s(n: int, repeats: int) -> float:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  return 2 * n**3 / best_time(lambda: matmul(a, b), repeats)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--m", type=int, default=25)
+  p.add_argument("--batch-size", type=int, default=100)
+  p.add_argument("--steps", type=int, default=200,
+                 help="steps per timed epoch")
+  p.add_argument("--quick", action="store_true")
+  args = p.parse_args(argv)
+  steps = 20 if args.quick else args.steps
+  repeats = 2 if args.quick else 5
+
+  model = UncertaintyAutoencoder(784, args.m, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+  data = jax.random.uniform(jax.random.key(2),
+                            (steps * args.batch_size, 784))
+  key = jax.random.key(0)
+  project = lambda m: m.project_()  # noqa: E731
+
+  epoch_fn = make_train_epoch(graphdef, rest, uae_loss, tx, key, steps,
+                              args.batch_size, project)
+  scan_s = best_time(lambda: epoch_fn(params, opt_state, data, 1), repeats)
+  scan_rate = steps * args.batch_size / scan_s
+
+  # Reference: the same step, one jitted call per batch from Python.
+  one_step = make_train_epoch(graphdef, rest, uae_loss, tx, key, 1,
+                              args.batch_size, project)
+  batches = [data[i * args.batch_size:(i + 1) * args.batch_size]
+             for i in range(steps)]
+
+  def loop():
+    p_, o_ = params, opt_state
+    for i, batch in enumerate(batches):
+      p_, o_, _ = one_step(p_, o_, batch, i + 1)
+    return p_
+
+  loop_s = best_time(loop, repeats)
+  loop_rate = steps * args.batch_size / loop_s
+
+  cost = one_step.lower(params, opt_state, batches[0], 1).compile()
+  analysis = cost.cost_analysis()
+  if isinstance(analysis, list):  # older jax returned one dict per device
+    analysis = analysis[0]
+  flops_per_example = float(analysis["flops"]) / args.batch_size
+  peak = matmul_flops_per_s(512 if args.quick else 2048, repeats)
+  achieved = scan_rate * flops_per_example
+
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, "
+        f"UAE m={args.m}, hidden 600x600, batch {args.batch_size}")
+  print(f"{'':34s}{'examples/s':>12s}{'GFLOP/s':>10s}")
+  print(f"{'ours: scanned epoch (trainer)':34s}{scan_rate:12.0f}"
+        f"{achieved / 1e9:10.2f}")
+  print(f"{'reference: Python loop of jit steps':34s}{loop_rate:12.0f}"
+        f"{loop_rate * flops_per_example / 1e9:10.2f}")
+  print(f"{'dense f32 matmul (this machine)':34s}{'':12s}{peak / 1e9:10.2f}")
+  print(f"step FLOPs/example (XLA cost analysis): {flops_per_example:.3e}")
+  print(f"speed-up over the Python loop: {scan_rate / loop_rate:.2f}x; "
+        f"fraction of dense matmul throughput: {achieved / peak:.1%}")
+
+
+if __name__ == "__main__":
+  main()

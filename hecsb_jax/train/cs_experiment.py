@@ -1,0 +1,162 @@
+"""The compressed-sensing comparison: HECS-B (UAE) vs LASSO, CSGM-VAE, PCA.
+
+For each dataset and each number of measurements m, every method measures
+the same fixed subset of test images through a channel with the same noise
+draw (y = M x + sigma * eps, one eps per image and m, shared by all
+methods) and reconstructs them; the per-image squared l2 error is averaged:
+
+    hecsb     learned W (||W||_F <= sqrt(m n)), MLP decoder trained by the
+              variational information bound
+    pca       W = sqrt(n) U_m^T (same norm bound), affine reconstruction
+    lasso     random Gaussian A, l1 recovery in the pixel basis, lambda
+              chosen on validation images
+    csgm_vae  the same A and y, latent search through a VAE generator
+
+Training is checkpointed under ``workdir`` so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hecsb_jax.cs import csgm, lasso, pca
+from hecsb_jax.data import ImageDataset
+from hecsb_jax.models.uae import UncertaintyAutoencoder, uae_loss
+from hecsb_jax.train.trainer import FitConfig, fit
+
+METHODS = ("hecsb", "lasso", "csgm_vae", "pca")
+NUM_SHOWN = 8  # test images kept for the reconstruction figure
+
+
+@dataclasses.dataclass
+class DatasetRun:
+  """What one dataset's comparison produced."""
+
+  # method -> str(m) -> {"l2_per_image", "mse_per_pixel", ...}
+  scores: dict[str, dict[str, dict[str, float]]]
+  shown: np.ndarray  # [NUM_SHOWN, n] originals
+  # method -> m -> [NUM_SHOWN, n] reconstructions
+  reconstructions: dict[str, dict[int, np.ndarray]]
+  num_eval_images: int
+
+
+def _score(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
+  err = np.square(np.asarray(x_hat, np.float64) - x).sum(-1)
+  return {
+      "l2_per_image": float(err.mean()),
+      "mse_per_pixel": float(err.mean() / x.shape[-1]),
+  }
+
+
+def _measure(x, w, noise):
+  return jnp.asarray(x) @ jnp.asarray(w).T + noise
+
+
+def _train_uae(config, m, train_x, val_x, workdir, progress):
+  model = UncertaintyAutoencoder(
+      train_x.shape[1], m,
+      noise_std=config.noise_std,
+      hidden=tuple(config.uae.hidden),
+      activation=config.uae.activation,
+      likelihood=config.uae.likelihood,
+      rngs=nnx.Rngs(config.seed + m),
+  )
+  fit_config = FitConfig(
+      epochs=config.uae.epochs,
+      batch_size=config.uae.batch_size,
+      learning_rate=config.uae.learning_rate,
+      seed=config.seed + m,
+  )
+  fit(model, uae_loss, train_x, val_x, fit_config,
+      workdir=os.path.join(workdir, f"uae_m{m}"),
+      project_fn=lambda mdl: mdl.project_(),
+      desc=f"hecsb m={m}", progress=progress)
+  return model
+
+
+def run_dataset(
+    ds: ImageDataset,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> DatasetRun:
+  """Runs every method at every m on one dataset."""
+  n = ds.train.images.shape[1]
+  train_x = ds.train.images
+  if config.train_limit:
+    train_x = train_x[: config.train_limit]
+  val_x = ds.val.images
+  sigma = config.noise_std
+  subset_rng = np.random.default_rng(config.seed)
+  num_eval = min(config.eval_images, ds.test.images.shape[0])
+  test_idx = np.sort(subset_rng.choice(ds.test.images.shape[0], num_eval,
+                                       replace=False))
+  x_test = ds.test.images[test_idx]
+  x_lasso_val = val_x[: config.lasso.val_images]
+  key = jax.random.key(config.seed)
+
+  start = time.perf_counter()
+  vae = csgm.train_vae(train_x, val_x, epochs=config.vae.epochs,
+                       seed=config.seed, workdir=os.path.join(workdir, "vae"))
+  log(f"[{ds.name}] VAE trained in {time.perf_counter() - start:.0f} s")
+
+  scores = {method: {} for method in METHODS}
+  recons = {method: {} for method in METHODS}
+  for m in config.measurements:
+    m_key = jax.random.fold_in(key, m)
+    eps = jax.random.normal(jax.random.fold_in(m_key, 1), (num_eval, m))
+    eps_val = jax.random.normal(jax.random.fold_in(m_key, 2),
+                                (x_lasso_val.shape[0], m))
+    gauss = jax.random.normal(jax.random.fold_in(m_key, 3), (m, n))
+
+    def record(method, x_hat, seconds, **extra):
+      x_hat = np.asarray(x_hat)
+      scores[method][str(m)] = dict(_score(x_test, x_hat),
+                                    num_images=num_eval, seconds=seconds,
+                                    **extra)
+      recons[method][m] = x_hat[:NUM_SHOWN]
+      log(f"[{ds.name}] m={m:<3d} {method:<9s} "
+          f"l2/image {scores[method][str(m)]['l2_per_image']:8.3f}"
+          f"  ({seconds:.0f} s)")
+
+    t = time.perf_counter()
+    uae = _train_uae(config, m, train_x, val_x, workdir, progress)
+    y = _measure(x_test, uae.encoder.w[...], sigma * eps)
+    record("hecsb", uae.reconstruct(y), time.perf_counter() - t)
+
+    t = time.perf_counter()
+    p = pca.fit_pca(train_x, m)
+    y = _measure(x_test, pca.pca_measurement_matrix(p), sigma * eps)
+    record("pca", pca.pca_reconstruct(p, y), time.perf_counter() - t)
+
+    t = time.perf_counter()
+    y_val = _measure(x_lasso_val, gauss, sigma * eps_val)
+    lam = lasso.select_lasso_lambda(gauss, y_val, x_lasso_val,
+                                    tuple(config.lasso.lambda_grid))
+    y = _measure(x_test, gauss, sigma * eps)
+    record("lasso", lasso.lasso_recover(gauss, y, lam),
+           time.perf_counter() - t, **{"lambda": float(lam)})
+
+    t = time.perf_counter()
+    x_hat = csgm.csgm_recover(
+        vae.decode, gauss, y, key=jax.random.fold_in(m_key, 4),
+        num_restarts=config.csgm.num_restarts,
+        num_steps=config.csgm.num_steps,
+        learning_rate=config.csgm.learning_rate,
+        z_reg=config.csgm.z_reg,
+    )
+    record("csgm_vae", x_hat, time.perf_counter() - t)
+
+  return DatasetRun(scores=scores, shown=x_test[:NUM_SHOWN],
+                    reconstructions=recons, num_eval_images=num_eval)

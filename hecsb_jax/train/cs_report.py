@@ -1,0 +1,128 @@
+"""Tables and figures of the compressed-sensing comparison.
+
+Matplotlib is imported inside the plotting functions: it is only needed
+when figures are written (the ``experiments`` extra), not by the library.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+METHOD_LABELS = {
+    "hecsb": "HECS-B (UAE)",
+    "lasso": "LASSO",
+    "csgm_vae": "CSGM-VAE",
+    "pca": "PCA",
+}
+
+
+def results_markdown(
+    results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    notes: str = "",
+) -> str:
+  """One table per dataset: rows = m, columns = methods, l2 per image."""
+  lines = ["# Compressed sensing: per-image squared l2 error", ""]
+  if notes:
+    lines += [notes, ""]
+  for dataset, by_method in results.items():
+    methods = [m for m in METHOD_LABELS if m in by_method]
+    ms = sorted({int(m) for meth in methods for m in by_method[meth]})
+    num_images = {
+        by_method[meth][str(m)].get("num_images")
+        for meth in methods for m in ms if str(m) in by_method[meth]
+    }
+    lines.append(
+        f"## {dataset} (the same {', '.join(map(str, sorted(num_images)))}"
+        " test images for every method; lower is better, best in bold)"
+    )
+    lines.append("")
+    lines.append(
+        "| m | " + " | ".join(METHOD_LABELS[m] for m in methods) + " |"
+    )
+    lines.append("|---:|" + "---:|" * len(methods))
+    for m in ms:
+      vals = [by_method[meth].get(str(m), {}).get("l2_per_image")
+              for meth in methods]
+      best = min(v for v in vals if v is not None)
+      cells = []
+      for v in vals:
+        if v is None:
+          cells.append("–")
+        elif v == best:
+          cells.append(f"**{v:.3f}**")
+        else:
+          cells.append(f"{v:.3f}")
+      lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot_error_vs_m(results, path: str) -> None:
+  """One panel per dataset, one curve per method, log-scaled error."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  datasets = list(results)
+  fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4),
+                           squeeze=False)
+  for ax, dataset in zip(axes[0], datasets):
+    for method, label in METHOD_LABELS.items():
+      by_m = results[dataset].get(method, {})
+      if not by_m:
+        continue
+      ms = sorted(int(m) for m in by_m)
+      ax.plot(ms, [by_m[str(m)]["l2_per_image"] for m in ms], "o-",
+              label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measurements m")
+    ax.set_ylabel("per-image squared l2 error")
+    ax.set_title(dataset)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_reconstructions(
+    shown: Mapping[str, np.ndarray],
+    reconstructions: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]],
+    ms: list[int],
+    path: str,
+    image_shape: tuple[int, int] = (28, 28),
+) -> None:
+  """Per dataset: a row of originals, then one row per (m, method)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  datasets = list(shown)
+  rows = []  # (dataset, label, images [k, n])
+  for dataset in datasets:
+    rows.append((dataset, "original", shown[dataset]))
+    for m in ms:
+      for method, label in METHOD_LABELS.items():
+        imgs = reconstructions[dataset].get(method, {}).get(m)
+        if imgs is not None:
+          rows.append((dataset, f"{label}, m={m}", imgs))
+  cols = max(len(r[2]) for r in rows)
+  fig, axes = plt.subplots(len(rows), cols,
+                           figsize=(cols * 0.9 + 2.2, len(rows) * 0.9),
+                           squeeze=False)
+  for r, (dataset, label, imgs) in enumerate(rows):
+    for c in range(cols):
+      ax = axes[r][c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if c < len(imgs):
+        ax.imshow(np.clip(imgs[c], 0, 1).reshape(image_shape), cmap="gray",
+                  vmin=0, vmax=1)
+    axes[r][0].set_ylabel(f"{dataset}\n{label}", rotation=0, ha="right",
+                          va="center", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
