@@ -108,14 +108,6 @@ def test_load_dataset_reads_any_folder_of_idx_files(tmp_path, gz):
     assert ds.test.labels.dtype == np.int32
 
 
-def test_loading_is_deterministic(tmp_path):
-  _write_idx_folder(tmp_path)
-  a, b = data.load_dataset("mnist", tmp_path), data.load_dataset("mnist", tmp_path)
-  for s, t in zip(a[1:4], b[1:4]):
-    np.testing.assert_array_equal(s.images, t.images)
-    np.testing.assert_array_equal(s.labels, t.labels)
-
-
 # ----------------------------------------------------------------------------
 # Bad input: every message names the path.
 

@@ -132,6 +132,15 @@ def _check_counts(images, labels, images_path, labels_path):
     )
 
 
+def _to_split(images: np.ndarray, labels: np.ndarray) -> dataset.Split:
+  """[N, 28, 28] uint8, [N] int -> Split of [N, 784] float32 / 255, int32."""
+  return dataset.Split(
+      images=images.reshape(len(images), -1).astype(np.float32)
+      / np.float32(255),
+      labels=labels.astype(np.int32),
+  )
+
+
 def mnist_from_arrays(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -187,16 +196,12 @@ def mnist_from_arrays(
         f"{source}: {n} training images; need at least 6 to hold out a"
         " validation sixth"
     )
-  to_split = lambda x, y: dataset.Split(
-      images=x.reshape(len(x), -1).astype(np.float32) / np.float32(255),
-      labels=y.astype(np.int32),
-  )
   train_x, train_y = splits["train"]
   return dataset.ImageDataset(
       name="mnist",
-      train=to_split(train_x[: n - num_val], train_y[: n - num_val]),
-      val=to_split(train_x[n - num_val :], train_y[n - num_val :]),
-      test=to_split(*splits["test"]),
+      train=_to_split(train_x[: n - num_val], train_y[: n - num_val]),
+      val=_to_split(train_x[n - num_val :], train_y[n - num_val :]),
+      test=_to_split(*splits["test"]),
       image_shape=dataset.IMAGE_SHAPE,
   )
 

@@ -18,7 +18,7 @@ _INSTALL_HINT = "pip install 'hecsb_jax[data]'"
 
 
 def import_tfds() -> Any:
-  """Returns the `tensorflow_datasets` module or raises a helpful ImportError."""
+  """Returns `tensorflow_datasets`, or raises an ImportError saying how."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
