@@ -24,6 +24,7 @@ training, `numpy` in float64 for table building on the host) so both paths
 evaluate the same function.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from flax import nnx
 LIKELIHOOD_BOUND = 1e-9
 
 
-@jax.custom_vjp
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def lower_bound(x: jax.Array, bound: float) -> jax.Array:
   """max(x, bound) whose gradient still flows where it would raise x.
 
@@ -56,14 +57,13 @@ def lower_bound(x: jax.Array, bound: float) -> jax.Array:
 
 
 def _lower_bound_fwd(x, bound):
-  return jnp.maximum(x, bound), (x, bound)
+  return jnp.maximum(x, bound), x
 
 
-def _lower_bound_bwd(res, g):
-  x, bound = res
+def _lower_bound_bwd(bound, x, g):
   # Gradient descent moves x by -g; g < 0 means "increase x".
   pass_through = (x >= bound) | (g < 0)
-  return jnp.where(pass_through, g, 0.0).astype(g.dtype), None
+  return (jnp.where(pass_through, g, 0.0).astype(g.dtype),)
 
 
 lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
