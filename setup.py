@@ -1,5 +1,24 @@
-"""Build hook for the native range coder extension (see native/)."""
+"""Build hook for the native range coder extension (see native/).
 
-from setuptools import setup
+`hecsb_jax.coding._rc` is native/rc.c (the coder) plus native/py_rc.c (the
+CPython binding). It needs only a C99 compiler and Python's headers: no numpy
+C API (buffers come through the buffer protocol) and no JAX.
+"""
 
-setup()
+import sys
+
+from setuptools import Extension, setup
+
+_FLAGS = [] if sys.platform == "win32" else ["-std=c99", "-O2"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "hecsb_jax.coding._rc",
+            sources=["native/rc.c", "native/py_rc.c"],
+            depends=["native/rc.h"],
+            include_dirs=["native"],
+            extra_compile_args=_FLAGS,
+        )
+    ],
+)

@@ -1,0 +1,152 @@
+"""The C coder and its thin binding, hecsb_jax.coding._rc."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hecsb_jax.coding import _rc
+from hecsb_jax.entropy.tables import tables_from_pmf
+
+NATIVE = Path(__file__).resolve().parents[1] / "native"
+MODEL_ID = bytes(range(8))
+
+
+@pytest.fixture(scope="module")
+def tables():
+  k = np.arange(21) - 10
+  pmf = np.exp(-np.abs(k)[None, :] / np.array([[0.5], [2.0], [6.0]]))
+  pmf = pmf / pmf.sum(axis=1, keepdims=True) * 0.999
+  return tables_from_pmf(pmf, np.array([-10, -12, -8]), 16)
+
+
+def _args(t):
+  return t.cdf, t.cdf_length, t.offset, t.precision
+
+
+def _encode(t, symbols, **kw):
+  return _rc.encode(MODEL_ID, symbols.shape, symbols, *_args(t), **kw)
+
+
+def _symbols(num_rows, seed=0):
+  rng = np.random.default_rng(seed)
+  s = np.round(rng.laplace(0, 3, (num_rows, 3))).astype(np.int32)
+  s[::97, 1] = 2**31 - 1  # some escapes
+  return s
+
+
+def _run_make(target, timeout):
+  result = subprocess.run(
+      ["make", "-C", str(NATIVE), target],
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_c_test_program_passes():
+  out = _run_make("test", timeout=300)
+  assert "rc_test: all checks passed" in out
+
+
+@pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None
+    or shutil.which("qemu-aarch64") is None
+    or shutil.which("make") is None,
+    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (Debian:"
+    " gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)",
+)
+def test_aarch64_build_passes_and_writes_the_same_bytes():
+  out = _run_make("cross-test", timeout=600)
+  assert "identical bytes" in out
+
+
+def test_scratch_does_not_change_the_bytes(tables):
+  symbols = _symbols(5000)
+  plain = _encode(tables, symbols, use_scratch=False)
+  fast = _encode(tables, symbols, use_scratch=True)
+  auto = _encode(tables, symbols)
+  assert plain == fast == auto
+  for use in (False, True, None):
+    out = np.empty_like(symbols)
+    _rc.decode(plain, *_args(tables), out, use_scratch=use)
+    np.testing.assert_array_equal(out, symbols)
+
+
+def test_header_round_trips(tables):
+  symbols = _symbols(6).reshape(2, 3, 3)
+  data = _encode(tables, symbols)
+  model_id, shape, size = _rc.parse_header(data)
+  assert (model_id, shape) == (MODEL_ID, (2, 3, 3))
+  assert data[:5] == b"HJRC\x01" and data[5:13] == MODEL_ID
+  assert data[13] == 3 and size == 17
+
+
+@pytest.mark.parametrize(
+    "symbols, error, match",
+    [
+        (np.zeros((4, 3), np.int64), TypeError, "int32"),
+        (np.zeros((4, 3), np.uint32), TypeError, "int32"),
+        (np.zeros((4, 3), np.float32), TypeError, "int32"),
+        (np.zeros((4, 3), ">i4"), TypeError, "int32"),
+        (np.zeros((4, 6), np.int32)[:, ::2], ValueError, "contiguous"),
+        (np.zeros((3, 4), np.int32).T, ValueError, "contiguous"),
+        (b"\0" * 48, TypeError, "int32"),
+        ([0, 1, 2], TypeError, "buffer|bytes-like"),
+    ],
+)
+def test_encode_rejects_wrong_dtype_and_layout(tables, symbols, error, match):
+  with pytest.raises(error, match=match):
+    _rc.encode(MODEL_ID, (4, 3), symbols, *_args(tables))
+
+
+def test_decode_rejects_bad_out_buffers(tables):
+  symbols = _symbols(4)
+  data = _encode(tables, symbols)
+  read_only = np.empty_like(symbols)
+  read_only.flags.writeable = False
+  with pytest.raises(ValueError, match="read-only|writable"):
+    _rc.decode(data, *_args(tables), read_only)
+  with pytest.raises(TypeError, match="int32"):
+    _rc.decode(data, *_args(tables), np.empty((4, 3), np.int64))
+  with pytest.raises(ValueError, match="contiguous"):
+    _rc.decode(data, *_args(tables), np.empty((4, 6), np.int32)[:, ::2])
+  with pytest.raises(ValueError, match="holds 12"):
+    _rc.decode(data, *_args(tables), np.empty((5, 3), np.int32))
+
+
+def test_table_arguments_are_checked(tables):
+  symbols = _symbols(2)
+  cdf, length, offset, precision = _args(tables)
+  with pytest.raises(ValueError, match="dimension"):
+    _rc.encode(MODEL_ID, (2, 3), symbols, cdf[0], length, offset, precision)
+  with pytest.raises(ValueError, match="cdf_length, offset"):
+    _rc.encode(MODEL_ID, (2, 3), symbols, cdf, length[:2], offset, precision)
+  with pytest.raises(ValueError, match="invalid coding tables"):
+    _rc.encode(MODEL_ID, (2, 3), symbols, cdf, length, offset, 15)
+  with pytest.raises(TypeError, match="int32"):
+    _rc.encode(MODEL_ID, (2, 3), symbols, cdf.astype(np.int64), length,
+               offset, precision)
+  with pytest.raises(ValueError, match="8 bytes"):
+    _rc.encode(b"short", (2, 3), symbols, *_args(tables))
+  with pytest.raises(ValueError, match="product"):
+    _rc.encode(MODEL_ID, (3, 3), symbols, *_args(tables))
+  with pytest.raises(ValueError, match="rank"):
+    _rc.encode(MODEL_ID, (), symbols, *_args(tables))
+  with pytest.raises(OverflowError):
+    _rc.encode(MODEL_ID, (-2, -3), symbols, *_args(tables))
+
+
+def test_decode_errors_are_decode_errors(tables):
+  symbols = _symbols(10)
+  data = _encode(tables, symbols)
+  out = np.empty_like(symbols)
+  assert issubclass(_rc.DecodeError, ValueError)
+  for bad in (data[:-1], data + b"\0", b"XJRC" + data[4:], data[:3]):
+    with pytest.raises(_rc.DecodeError):
+      _rc.decode(bad, *_args(tables), out)
