@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,11 +58,9 @@ def draw(tables, shape, rng, escapes=True):
     if not escapes:
       idx = np.minimum(idx, k - 1)
     low = rng.random(shape) < 0.5
-    value = np.where(
-        idx < k,
-        idx,
-        np.where(low, -1 - rng.integers(0, 5, shape), k + rng.integers(0, 5, shape)),
-    )
+    below = -1 - rng.integers(0, 5, shape)
+    above = k + rng.integers(0, 5, shape)
+    value = np.where(idx < k, idx, np.where(low, below, above))
     out[..., c] = value + tables.offset[c]
   return out
 
@@ -290,7 +289,7 @@ def test_random_damage_never_crashes_or_hangs():
       capture_output=True,
       text=True,
       timeout=120,
-      cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+      cwd=str(Path(__file__).resolve().parents[1]),
   )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "accepted 0"
