@@ -1,5 +1,7 @@
 """Tests for hecsb_jax.entropy.bottleneck and rate (noise, rounding, tables)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +24,12 @@ def _latents(n: int, seed: int) -> np.ndarray:
   """[n, 4, 4, C] float32 Laplace latents (batch, spatial, channels)."""
   rs = np.random.default_rng(seed)
   return rs.laplace(0.0, SCALES, size=(n, 4, 4, C)).astype(np.float32)
+
+
+@functools.partial(nnx.jit, static_argnames="training")
+def _apply(model, y, training, rng=None):
+  """model(y, training, rng), compiled (op-by-op dispatch is slow on CPU)."""
+  return model(y, training=training, rng=rng)
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +73,19 @@ def test_rounding_forward_equals_round_half_to_even():
 def test_rounding_gradient_is_identity():
   model = bottleneck_lib.EntropyBottleneck(C, rngs=nnx.Rngs(0))
   y = jnp.asarray(_latents(2, 1))
-  jac = jax.jacobian(lambda y: model(y, training=False)[0])(y)
+  jac = jax.jit(jax.jacobian(lambda y: model(y, training=False)[0]))(y)
   eye = jnp.eye(y.size).reshape(y.shape + y.shape)
   np.testing.assert_array_equal(jac, eye)
   # And through a loss on y_hat: d/dy sum(w * y_hat) is exactly w.
   w = jnp.asarray(np.random.default_rng(0).normal(size=y.shape), jnp.float32)
-  g = jax.grad(lambda y: jnp.sum(w * model(y, training=False)[0]))(y)
+  g = jax.jit(jax.grad(lambda y: jnp.sum(w * model(y, False)[0])))(y)
   np.testing.assert_array_equal(g, w)
 
 
 def test_coding_path_returns_rounded_values_and_named_aux():
   model = bottleneck_lib.EntropyBottleneck(C, rngs=nnx.Rngs(0))
   y = jnp.asarray(_latents(3, 2))
-  y_hat, aux = model(y, training=False)
+  y_hat, aux = _apply(model, y, False)
   np.testing.assert_array_equal(y_hat, jnp.round(y))
   assert set(aux) == {"y", "y_hat", "likelihoods", "bits"}
   np.testing.assert_array_equal(
@@ -88,9 +96,9 @@ def test_coding_path_returns_rounded_values_and_named_aux():
 def test_training_noise_is_uniform_within_half_and_keyed():
   model = bottleneck_lib.EntropyBottleneck(C, rngs=nnx.Rngs(0))
   y = jnp.asarray(_latents(64, 3))
-  y_tilde, aux = model(y, training=True, rng=jax.random.key(5))
-  again, _ = model(y, training=True, rng=jax.random.key(5))
-  other, _ = model(y, training=True, rng=jax.random.key(6))
+  y_tilde, aux = _apply(model, y, True, jax.random.key(5))
+  again, _ = _apply(model, y, True, jax.random.key(5))
+  other, _ = _apply(model, y, True, jax.random.key(6))
   noise = np.asarray(y_tilde - y)
   assert set(aux) == {"y", "y_tilde", "likelihoods", "bits"}
   assert np.all(np.abs(noise) <= 0.5 + 1e-5)
@@ -104,7 +112,7 @@ def test_training_noise_is_uniform_within_half_and_keyed():
 def test_bits_are_per_example_sums_of_minus_log2_likelihood():
   model = bottleneck_lib.EntropyBottleneck(C, rngs=nnx.Rngs(0))
   y = jnp.asarray(_latents(5, 4))
-  _, aux = model(y, training=False)
+  _, aux = _apply(model, y, False)
   assert aux["bits"].shape == (5,)
   want = -np.sum(np.log2(np.asarray(aux["likelihoods"], np.float64)),
                  axis=(1, 2, 3))
@@ -134,8 +142,8 @@ def test_training_bits_are_at_least_coding_bits_on_average(trained):
   # a theorem, so we compare means over 2^17 symbols with a 4-standard-error
   # allowance on the paired difference.
   y = jnp.asarray(_latents(1024, 7))
-  _, train_aux = trained(y, training=True, rng=jax.random.key(1))
-  _, code_aux = trained(y, training=False)
+  _, train_aux = _apply(trained, y, True, jax.random.key(1))
+  _, code_aux = _apply(trained, y, False)
   diff = np.asarray(
       jnp.log2(code_aux["likelihoods"]) - jnp.log2(train_aux["likelihoods"]),
       np.float64,
@@ -175,7 +183,7 @@ def test_estimated_bits_match_integer_tables(trained, tables):
   # the same distribution; they differ only by frequency rounding, the
   # escape's reserved slot and escapes' raw bits: well under 1%.
   y = _latents(256, 8)
-  _, aux = trained(jnp.asarray(y), training=False)
+  _, aux = _apply(trained, jnp.asarray(y), False)
   estimated = float(jnp.sum(aux["bits"]))
   ideal = rate.ideal_bits(np.round(y).astype(np.int32), tables)
   assert ideal == pytest.approx(estimated, rel=0.01)
@@ -209,7 +217,7 @@ def test_compressed_size_matches_estimated_bits(trained, tables):
   assert payload_bits >= ideal - 64  # no coder beats the ideal by > 8 bytes
   assert payload_bits <= 1.01 * ideal + 64
   # And against the JAX estimate of the same symbols.
-  _, aux = trained(jnp.asarray(y), training=False)
+  _, aux = _apply(trained, jnp.asarray(y), False)
   assert 8 * len(data) == pytest.approx(float(jnp.sum(aux["bits"])), rel=0.02)
 
 
