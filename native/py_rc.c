@@ -387,9 +387,34 @@ done:
   return result;
 }
 
+PyDoc_STRVAR(model_id_doc,
+"model_id(cdf, cdf_length, offset, precision) -> bytes\n\n"
+"The 8-byte model id of the tables (native/rc.h, \"Model id\").");
+
+static PyObject *py_model_id(PyObject *self, PyObject *args) {
+  PyObject *cdf, *cdf_length, *offset;
+  int precision;
+  py_tables pt;
+  uint8_t id[RC_MODEL_ID_SIZE];
+  rc_status s;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "OOOi", &cdf, &cdf_length, &offset,
+                        &precision)) {
+    return NULL;
+  }
+  if (get_tables(cdf, cdf_length, offset, precision, &pt) != 0) return NULL;
+  s = rc_model_id(&pt.t, id);
+  release_tables(&pt);
+  if (s != RC_OK) {
+    return PyErr_Format(PyExc_ValueError, "tables: %s", rc_status_string(s));
+  }
+  return PyBytes_FromStringAndSize((const char *)id, RC_MODEL_ID_SIZE);
+}
+
 /* ---------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
+    {"model_id", py_model_id, METH_VARARGS, model_id_doc},
     {"encode", (PyCFunction)(void (*)(void))py_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
     {"decode", (PyCFunction)(void (*)(void))py_decode,

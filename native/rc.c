@@ -92,6 +92,56 @@ static uint32_t fnv1a32(const uint8_t *p, size_t n) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* Model id (rc.h "Model id"). */
+
+#define RC_ID_P1 0x9E3779B97F4A7C15ull
+#define RC_ID_P2 0xBF58476D1CE4E5B9ull
+
+typedef struct rc_id_state {
+  uint64_t v[4];  /* lanes */
+  uint64_t count; /* words fed so far; the next goes to lane count % 4 */
+} rc_id_state;
+
+static uint64_t rotl64(uint64_t x, unsigned r) {
+  return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t id_round(uint64_t v, uint32_t w) {
+  return rotl64(v + (uint64_t)w * RC_ID_P1, 29) * RC_ID_P2;
+}
+
+/* Feeds n words; four at a time once aligned to lane 0, so the four lane
+ * chains run in parallel. Same result as one word at a time. */
+static void id_feed(rc_id_state *s, const int32_t *w, size_t n) {
+  while (n > 0 && (s->count & 3) != 0) {
+    s->v[s->count & 3] = id_round(s->v[s->count & 3], (uint32_t)*w++);
+    ++s->count;
+    --n;
+  }
+  {
+    uint64_t v0 = s->v[0], v1 = s->v[1], v2 = s->v[2], v3 = s->v[3];
+    size_t groups = n / 4;
+    s->count += 4 * (uint64_t)groups;
+    while (groups-- > 0) {
+      v0 = id_round(v0, (uint32_t)w[0]);
+      v1 = id_round(v1, (uint32_t)w[1]);
+      v2 = id_round(v2, (uint32_t)w[2]);
+      v3 = id_round(v3, (uint32_t)w[3]);
+      w += 4;
+    }
+    s->v[0] = v0;
+    s->v[1] = v1;
+    s->v[2] = v2;
+    s->v[3] = v3;
+  }
+  n %= 4;
+  while (n-- > 0) {
+    s->v[s->count & 3] = id_round(s->v[s->count & 3], (uint32_t)*w++);
+    ++s->count;
+  }
+}
+
+/* ---------------------------------------------------------------------- */
 
 const char *rc_status_string(rc_status status) {
   switch (status) {
@@ -139,7 +189,11 @@ rc_status rc_check_tables(const rc_tables *t) {
       t->offset == NULL) {
     return RC_ERR_ARG;
   }
-  if (t->num_channels < 1 || t->cdf_stride < 2) return RC_ERR_ARG;
+  if (t->num_channels < 1 || t->cdf_stride < 2 ||
+      t->num_channels > (uint32_t)INT32_MAX ||
+      t->cdf_stride > (uint32_t)INT32_MAX) {
+    return RC_ERR_ARG;
+  }
   if (t->precision < 1 || t->precision > RC_MAX_PRECISION) return RC_ERR_ARG;
   for (c = 0; c < t->num_channels; ++c) {
     const int32_t len = t->cdf_length[c];
@@ -153,6 +207,31 @@ rc_status rc_check_tables(const rc_tables *t) {
       return RC_ERR_TABLE;
     }
   }
+  return RC_OK;
+}
+
+rc_status rc_model_id(const rc_tables *t, uint8_t id[RC_MODEL_ID_SIZE]) {
+  rc_id_state st;
+  uint32_t c, l;
+  int32_t head[2];
+  uint64_t h;
+  rc_status s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  if (id == NULL) return RC_ERR_ARG;
+  for (l = 0; l < 4; ++l) st.v[l] = (uint64_t)(l + 1) * RC_CHECK_N_MUL;
+  st.count = 0;
+  head[0] = (int32_t)t->precision;
+  head[1] = (int32_t)t->num_channels; /* same bits as the uint32 */
+  id_feed(&st, head, 2);
+  id_feed(&st, t->offset, t->num_channels);
+  id_feed(&st, t->cdf_length, t->num_channels);
+  for (c = 0; c < t->num_channels; ++c) {
+    id_feed(&st, t->cdf + (size_t)c * t->cdf_stride,
+            (size_t)t->cdf_length[c]);
+  }
+  h = st.count * RC_ID_P1;
+  for (l = 0; l < 4; ++l) h = rotl64(h ^ fmix64(st.v[l]), 27) * RC_ID_P2;
+  store_le64(id, fmix64(h));
   return RC_OK;
 }
 

@@ -62,9 +62,7 @@
  *   offset  size  field
  *   0       4     magic "HJRC" (0x48 0x4A 0x52 0x43)
  *   4       1     format version = 1
- *   5       8     model id: the first 8 bytes of SHA-256 over the tables'
- *                 canonical serialization (computed by the caller; see
- *                 hecsb_jax/coding/container.py and native/README.md)
+ *   5       8     model id of the tables, rc_model_id() (below)
  *   13      1     rank r, 1 <= r <= RC_MAX_RANK
  *   14      ...   r dims, each an unsigned LEB128 varint (7 bits per byte,
  *                 least significant group first, high bit = "more";
@@ -73,6 +71,19 @@
  *   then          the payload above, up to the end of the buffer, coded
  *                 with seed = FNV-1a-32 of the header bytes [0, 14 + dims),
  *                 so a damaged shape or model id fails the payload check.
+ *
+ * Model id (rc_model_id): 8 bytes naming the tables, equal on every host.
+ *   Words (uint32; int32 as two's complement), in this order:
+ *     precision, C, offset[0..C), cdf_length[0..C), then row by row the
+ *     valid entries cdf[c][0..cdf_length[c])   (padding is not included)
+ *   Four 64-bit lanes v[l] = (l + 1) * 0xD6E8FEB86659FD93; word j goes to
+ *   lane j mod 4:  v = rotl64(v + w * P1, 29) * P2   (all mod 2^64), with
+ *   P1 = 0x9E3779B97F4A7C15, P2 = 0xBF58476D1CE4E5B9. Then, with m words,
+ *     h = m * P1;  for l in 0..3: h = rotl64(h ^ fmix64(v[l]), 27) * P2;
+ *     id = fmix64(h) as 8 bytes little-endian.
+ *   Every step is a bijection of the lane for a fixed word, so tables that
+ *   differ in a single word always get different ids. Not cryptographic: it
+ *   tells honest mismatches apart; it does not authenticate.
  *
  * Status codes: rc_status below; rc_status_string() names them.
  * Build with -DRC_DEBUG to turn on RC_ASSERT internal invariant checks.
@@ -117,8 +128,8 @@ typedef struct rc_tables {
                                 <= cdf_stride. */
   const int32_t *offset;     /* [num_channels]; offset[c] + K_c - 1 must fit
                                 in int32. */
-  uint32_t num_channels;     /* C >= 1. */
-  uint32_t cdf_stride;       /* L >= 2. */
+  uint32_t num_channels;     /* 1 <= C <= INT32_MAX. */
+  uint32_t cdf_stride;       /* 2 <= L <= INT32_MAX. */
   uint32_t precision;        /* 1 <= precision <= RC_MAX_PRECISION. */
 } rc_tables;
 
@@ -149,6 +160,10 @@ rc_status rc_check_cdf(const int32_t *cdf, size_t length, uint32_t precision);
  * offset[c] + K_c - 1 fits in int32. O(C * L). rc_encode and rc_decode call
  * it themselves. Returns RC_OK, RC_ERR_ARG or RC_ERR_TABLE. */
 rc_status rc_check_tables(const rc_tables *tables);
+
+/* Writes the 8-byte model id of `tables` (see "Model id" above) to id[].
+ * Returns RC_OK, RC_ERR_ARG or RC_ERR_TABLE (rc_check_tables). */
+rc_status rc_model_id(const rc_tables *tables, uint8_t id[RC_MODEL_ID_SIZE]);
 
 /* Capacity that always suffices for rc_encode of num_symbols symbols
  * (each symbol costs at most 16 + 6 + 33 bits plus rounding, i.e. < 8

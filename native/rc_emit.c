@@ -65,7 +65,7 @@ static int emit_case(FILE *f, uint32_t channels, uint32_t k, uint32_t n,
     if (r == 2) g_sym[i] = g_off[c] + (int32_t)k + (int32_t)rng_below(70000);
   }
   memset(&h, 0, sizeof(h));
-  for (i = 0; i < RC_MODEL_ID_SIZE; ++i) h.model_id[i] = (uint8_t)(n + i);
+  if (rc_model_id(&t, h.model_id) != RC_OK) return 1;
   h.rank = 2;
   h.dims[0] = num / channels;
   h.dims[1] = channels;

@@ -472,6 +472,46 @@ static void test_header(void) {
   }
 }
 
+static void test_model_id(void) {
+  /* A fixed table; the id is pinned so the definition cannot drift. */
+  static const int32_t cdf[2 * 5] = {0, 3, 10, 16, 99, 0, 1, 16, 16, 16};
+  static const int32_t len[2] = {4, 3}, off[2] = {-1, 5};
+  /* Also computed by an independent Python rendering of the rc.h text. */
+  static const uint8_t pinned[8] = {0xB8, 0xE6, 0x39, 0xF5,
+                                    0x94, 0x42, 0xFF, 0x2D};
+  int32_t wide[2 * 7];
+  int32_t other[2 * 5];
+  rc_tables t = {cdf, len, off, 2, 5, 4};
+  rc_tables tw = {wide, len, off, 2, 7, 4};
+  uint8_t id[8], id2[8];
+  size_t i;
+  CHECK_STATUS(rc_model_id(&t, id), RC_OK);
+  CHECK(memcmp(id, pinned, 8) == 0);
+  /* Padding and stride do not matter. */
+  for (i = 0; i < 14; ++i) wide[i] = -77;
+  memcpy(wide, cdf, 4 * sizeof(int32_t));
+  memcpy(wide + 7, cdf + 5, 3 * sizeof(int32_t));
+  CHECK_STATUS(rc_model_id(&tw, id2), RC_OK);
+  CHECK(memcmp(id, id2, 8) == 0);
+  /* Any valid entry, offset or the precision does. */
+  memcpy(other, cdf, sizeof(other));
+  other[1] = 4;
+  t.cdf = other;
+  CHECK_STATUS(rc_model_id(&t, id2), RC_OK);
+  CHECK(memcmp(id, id2, 8) != 0);
+  t.cdf = cdf;
+  {
+    const int32_t off2[2] = {-1, 6};
+    t.offset = off2;
+    CHECK_STATUS(rc_model_id(&t, id2), RC_OK);
+    CHECK(memcmp(id, id2, 8) != 0);
+    t.offset = off;
+  }
+  t.precision = 5;
+  CHECK_STATUS(rc_model_id(&t, id2), RC_ERR_TABLE);
+  CHECK_STATUS(rc_model_id(NULL, id2), RC_ERR_ARG);
+}
+
 int main(void) {
   test_check_cdf();
   test_check_tables();
@@ -485,6 +525,7 @@ int main(void) {
   test_output_capacity();
   test_scratch_arguments();
   test_header();
+  test_model_id();
   if (g_failures != 0) {
     fprintf(stderr, "rc_test: %d check(s) FAILED\n", g_failures);
     return 1;

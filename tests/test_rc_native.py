@@ -142,6 +142,48 @@ def test_table_arguments_are_checked(tables):
     _rc.encode(MODEL_ID, (-2, -3), symbols, *_args(tables))
 
 
+def _reference_model_id(cdf, cdf_length, offset, precision):
+  """The model id as native/rc.h's "Model id" text defines it, in Python."""
+  mask = (1 << 64) - 1
+  p1, p2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
+
+  def rotl(x, r):
+    return ((x << r) | (x >> (64 - r))) & mask
+
+  def fmix(z):
+    z ^= z >> 33
+    z = (z * 0xFF51AFD7ED558CCD) & mask
+    z ^= z >> 33
+    z = (z * 0xC4CEB9FE1A85EC53) & mask
+    return z ^ (z >> 33)
+
+  words = [precision, len(cdf_length), *offset, *cdf_length]
+  for row, n in zip(cdf, cdf_length):
+    words += list(row[:n])
+  lanes = [((i + 1) * 0xD6E8FEB86659FD93) & mask for i in range(4)]
+  for j, w in enumerate(int(w) & 0xFFFFFFFF for w in words):
+    lanes[j % 4] = (rotl((lanes[j % 4] + w * p1) & mask, 29) * p2) & mask
+  h = (len(words) * p1) & mask
+  for lane in lanes:
+    h = (rotl(h ^ fmix(lane), 27) * p2) & mask
+  return fmix(h).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_model_id_matches_the_documented_definition(seed):
+  rng = np.random.default_rng(seed)
+  num_channels, width = int(rng.integers(1, 6)), int(rng.integers(3, 12))
+  cdf = np.full((num_channels, width), -5, np.int32)  # padding
+  length = rng.integers(2, width + 1, num_channels).astype(np.int32)
+  for c in range(num_channels):
+    cuts = np.sort(rng.choice(np.arange(1, 1024), length[c] - 2, False))
+    cdf[c, : length[c]] = np.concatenate([[0], cuts, [1024]])
+  offset = rng.integers(-(2**31), 2**31 - 2000, num_channels).astype(np.int32)
+  got = _rc.model_id(cdf, length, offset, 10)
+  assert got == _reference_model_id(cdf.tolist(), length.tolist(),
+                                    offset.tolist(), 10)
+
+
 def test_decode_errors_are_decode_errors(tables):
   symbols = _symbols(10)
   data = _encode(tables, symbols)

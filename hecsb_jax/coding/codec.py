@@ -22,6 +22,7 @@ DecodeError = _rc.DecodeError
 # Only for tables so peaked that no bound follows from the payload size
 # (every channel's most likely bin above 1 - 2^-15); see _max_symbols.
 _FALLBACK_MAX_SYMBOLS = 1 << 28
+_CHEAP_SYMBOLS_PER_BYTE = 64
 
 
 def compress(symbols, tables: CodingTables) -> bytes:
@@ -48,9 +49,9 @@ def compress(symbols, tables: CodingTables) -> bytes:
         f"symbols must have shape [..., {num_channels}] (channels last, as"
         f" the tables), got {symbols.shape}"
     )
-  cdf, cdf_length, offset = _table_arrays(tables)
+  cdf, cdf_length, offset = container.table_arrays(tables)
   return _rc.encode(
-      container.model_id(tables),
+      _rc.model_id(cdf, cdf_length, offset, int(tables.precision)),
       symbols.shape,
       symbols,
       cdf,
@@ -78,7 +79,8 @@ def decompress(data, tables: CodingTables, *, max_symbols: int | None = None):
     ValueError: invalid tables.
   """
   header = container.read_header(data)
-  want = container.model_id(tables)
+  cdf, cdf_length, offset = container.table_arrays(tables)
+  want = _rc.model_id(cdf, cdf_length, offset, int(tables.precision))
   if header.model_id != want:
     raise DecodeError(
         f"payload was made for model {header.model_id.hex()}, these tables"
@@ -92,7 +94,12 @@ def decompress(data, tables: CodingTables, *, max_symbols: int | None = None):
     )
   num_symbols = math.prod(header.shape)
   payload_size = memoryview(data).nbytes - header.header_size
-  limit = _max_symbols(tables, payload_size)
+  # A claim of up to _CHEAP_SYMBOLS_PER_BYTE symbols per payload byte costs
+  # memory in proportion to the input, so it needs no tighter check.
+  if num_symbols <= _CHEAP_SYMBOLS_PER_BYTE * max(payload_size, 1024):
+    limit = num_symbols
+  else:
+    limit = _max_symbols(tables, payload_size)
   if max_symbols is not None:
     limit = min(limit, max_symbols)
   if num_symbols > limit:
@@ -101,7 +108,6 @@ def decompress(data, tables: CodingTables, *, max_symbols: int | None = None):
         f" payload of {payload_size} bytes holds at most {limit} under these"
         " tables"
     )
-  cdf, cdf_length, offset = _table_arrays(tables)
   out = np.empty(header.shape, np.int32)
   _rc.decode(data, cdf, cdf_length, offset, int(tables.precision), out)
   return out
@@ -145,10 +151,3 @@ def _int32_array(x, name: str) -> np.ndarray:
   ):
     raise ValueError(f"{name} has values outside int32")
   return np.ascontiguousarray(a, np.int32)
-
-
-def _table_arrays(tables: CodingTables):
-  return tuple(
-      _int32_array(getattr(tables, f), f"tables.{f}")
-      for f in ("cdf", "cdf_length", "offset")
-  )

@@ -6,17 +6,18 @@ Byte layout (native/rc.h, "Container", is the reference):
     | payload (rANS: 8-byte final state, then 32-bit words, little-endian)
 
 The model id names the tables a payload was coded with, so a receiver with
-other tables fails clearly instead of decoding garbage. It is the first 8
-bytes of SHA-256 over a canonical little-endian serialization of the tables
-that ignores the padding past cdf_length:
+other tables fails clearly instead of decoding garbage. It is a 64-bit hash
+(rc.h, "Model id") of the tables' canonical little-endian words, ignoring
+the padding past cdf_length:
 
-    u32 precision | u32 C | C x i32 offset | C x u32 cdf_length
-    | the valid cdf entries, row by row, as i32
+    precision | C | offset[0..C) | cdf_length[0..C) | valid cdf entries
+
+computed in C with integer arithmetic only, so it is the same on every
+machine (the aarch64 cross-test pins it) and costs microseconds per call.
 
 numpy + the extension only (no JAX).
 """
 
-import hashlib
 from typing import NamedTuple
 
 import numpy as np
@@ -51,17 +52,27 @@ def model_id(tables: CodingTables) -> bytes:
     tables: coding tables (int32 arrays).
 
   Returns:
-    The first 8 bytes of SHA-256 over the canonical serialization above.
+    8 bytes (native/rc.h, "Model id").
+
+  Raises:
+    ValueError: invalid tables.
   """
-  cdf = np.asarray(tables.cdf)
-  length = np.asarray(tables.cdf_length).astype(np.int64)
-  valid = np.arange(cdf.shape[1])[None, :] < length[:, None]
-  h = hashlib.sha256()
-  h.update(np.array([tables.precision, cdf.shape[0]], "<u4").tobytes())
-  h.update(np.asarray(tables.offset).astype("<i4").tobytes())
-  h.update(length.astype("<u4").tobytes())
-  h.update(cdf[valid].astype("<i4").tobytes())
-  return h.digest()[:MODEL_ID_SIZE]
+  return _rc.model_id(*table_arrays(tables), int(tables.precision))
+
+
+def table_arrays(tables: CodingTables):
+  """(cdf, cdf_length, offset) as C-contiguous int32 arrays."""
+  out = []
+  for name in ("cdf", "cdf_length", "offset"):
+    a = np.asarray(getattr(tables, name))
+    if a.dtype.kind not in "iu":
+      raise TypeError(f"tables.{name} must be integers, got {a.dtype}")
+    if a.dtype != np.int32 and a.size and (
+        a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max
+    ):
+      raise ValueError(f"tables.{name} has values outside int32")
+    out.append(np.ascontiguousarray(a, np.int32))
+  return tuple(out)
 
 
 def read_header(data: bytes) -> Header:
