@@ -226,9 +226,17 @@ def test_values_far_outside_the_tables_round_trip(tables):
 
   rs = np.random.default_rng(0)
   symbols = rs.integers(-3, 4, size=(50, C)).astype(np.int32)
-  symbols[::7, ::3] = rs.integers(-(2**31), 2**31 - 1, size=symbols[::7, ::3].shape)
+  far = rs.integers(-(2**31), 2**31 - 1, size=symbols[::7, ::3].shape)
+  symbols[::7, ::3] = far
   data = coding.compress(symbols, tables)
   np.testing.assert_array_equal(coding.decompress(data, tables), symbols)
+  # rate.symbol_bits charges escapes as the coder does: sizes agree to the
+  # few bytes of header and final state, escapes and all.
+  header_bytes = len(coding.compress(symbols[:0], tables))
+  bits = rate.symbol_bits(symbols, tables)
+  ideal = float(bits.sum())
+  assert bits[::7, ::3].sum() > 0.3 * ideal  # escapes are a real share
+  assert abs(8 * (len(data) - header_bytes) - ideal) <= 64
 
 
 def test_tables_survive_checkpoint_save_and_restore(tables, tmp_path):
