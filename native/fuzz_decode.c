@@ -1,4 +1,5 @@
-/* fuzz_decode.c -- libFuzzer harness for rc_header_parse + rc_decode.
+/* fuzz_decode.c -- libFuzzer harness for the container parser and decoder
+ * (rc_header_parse, rc_container_decode, rc_decode).
  *
  * Input layout (every byte is fuzzed):
  *   [0]  precision n = 1 + (b & 15)
@@ -13,9 +14,10 @@
  *
  * Properties checked (abort on violation; ASan/UBSan catch the rest):
  *   - parsing and decoding never read outside the input, never hang;
- *   - decoding with and without scratch returns the same status and, on
- *     success, the same symbols;
- *   - a container that decodes re-encodes to exactly the same bytes.
+ *   - rc_container_decode agrees with parse + model id + rc_decode, and
+ *     decoding with and without scratch gives the same status and symbols;
+ *   - a container that decodes re-encodes (rc_container_encode) to exactly
+ *     the same bytes, within rc_encode_bound.
  *
  * Build with -DRC_FUZZ_SEED_MAIN for a program that writes valid seed
  * inputs: fuzz_seeds OUT_DIR (see native/Makefile, target fuzz-seeds). */
@@ -115,29 +117,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_tables ft;
-  rc_header h, h2;
-  const uint8_t *in;
+  rc_header h;
+  uint8_t id[RC_MODEL_ID_SIZE];
+  uint8_t *in;
   size_t used, in_size, payload_size, reenc_size;
-  rc_status s1, s2;
+  rc_status s0, s1, s2;
   used = read_tables(data, size, &ft);
   if (used == 0) return 0;
-  in = data + used;
+  if (rc_model_id(&ft.t, id) != RC_OK) abort(); /* tables are valid */
   in_size = size - used;
-  /* Copy the container so ASan sees its exact end (libFuzzer's buffer is
-   * exact too, but the tables' prefix sits in front of it). */
-  {
-    uint8_t *copy = (uint8_t *)malloc(in_size ? in_size : 1);
-    if (copy == NULL) return 0;
-    memcpy(copy, in, in_size);
-    in = copy;
-  }
-  if (rc_header_parse(in, in_size, &h) != RC_OK ||
-      h.num_symbols > MAX_SYMBOLS ||
+  /* Copy the container so ASan sees its exact end (the tables' prefix sits
+   * in front of it in libFuzzer's buffer). */
+  in = (uint8_t *)malloc(in_size ? in_size : 1);
+  if (in == NULL) return 0;
+  memcpy(in, data + used, in_size);
+  s0 = rc_header_parse(in, in_size, &h);
+  if (rc_status_string(s0) == NULL) abort();
+  if (s0 != RC_OK || h.num_symbols > MAX_SYMBOLS ||
       h.dims[h.rank - 1] != ft.t.num_channels) {
-    /* Still run the payload decoder on whatever follows the tables. */
+    /* Still run both decoders on whatever follows the tables. */
+    s1 = rc_container_decode(&ft.t, in, in_size, g_dec, MAX_SYMBOLS / 4,
+                             NULL, 0);
+    if (s0 != RC_OK && s1 != s0) abort();
     s1 = rc_decode(&ft.t, in, in_size, 0, g_dec, MAX_SYMBOLS / 4, NULL, 0);
     (void)s1;
-    free((void *)in);
+    free(in);
     return 0;
   }
   payload_size = in_size - h.header_size;
@@ -147,29 +151,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  g_dec2, (size_t)h.num_symbols, g_dec_scratch,
                  rc_decode_scratch_size(&ft.t));
   if (s1 != s2) abort();
-  if (s1 == RC_OK) {
+  if (s1 == RC_OK &&
+      memcmp(g_dec, g_dec2, (size_t)h.num_symbols * sizeof(int32_t)) != 0) {
+    abort();
+  }
+  s0 = rc_container_decode(&ft.t, in, in_size, g_dec2, (size_t)h.num_symbols,
+                           (ft.flags & 2) ? g_dec_scratch : NULL,
+                           rc_decode_scratch_size(&ft.t));
+  if (memcmp(id, h.model_id, RC_MODEL_ID_SIZE) != 0) {
+    if (s0 != RC_ERR_MODEL) abort();
+  } else if (s0 != s1) {
+    abort();
+  } else if (s0 == RC_OK) {
     if (memcmp(g_dec, g_dec2, (size_t)h.num_symbols * sizeof(int32_t)) != 0) {
       abort();
     }
-    /* Bijection: the header and payload re-encode to the input. */
-    h2 = h;
-    if (rc_header_write(&h2, g_reenc, sizeof(g_reenc)) != RC_OK ||
-        h2.header_size != h.header_size ||
-        h2.check_seed != h.check_seed ||
-        memcmp(g_reenc, in, h.header_size) != 0) {
-      abort();
-    }
-    if (rc_encode(&ft.t, g_dec, (size_t)h.num_symbols, h.check_seed,
-                  g_reenc + h.header_size, sizeof(g_reenc) - h.header_size,
-                  &reenc_size, (ft.flags & 1) ? g_enc_scratch : NULL,
-                  rc_encode_scratch_size(&ft.t)) != RC_OK ||
-        reenc_size != payload_size ||
-        memcmp(g_reenc + h.header_size, in + h.header_size, payload_size) !=
-            0) {
+    /* Bijection: header and payload re-encode to the input. */
+    if (rc_container_encode(&ft.t, h.dims, h.rank, g_dec,
+                            (size_t)h.num_symbols, g_reenc, sizeof(g_reenc),
+                            &reenc_size,
+                            (ft.flags & 1) ? g_enc_scratch : NULL,
+                            rc_encode_scratch_size(&ft.t)) != RC_OK ||
+        reenc_size != in_size || memcmp(g_reenc, in, in_size) != 0 ||
+        payload_size > rc_encode_bound((size_t)h.num_symbols)) {
       abort();
     }
   }
-  free((void *)in);
+  if (s1 == RC_OK && memcmp(id, h.model_id, RC_MODEL_ID_SIZE) != 0) {
+    /* The payload alone still re-encodes to itself. */
+    if (rc_encode(&ft.t, g_dec, (size_t)h.num_symbols, h.check_seed,
+                  g_reenc, sizeof(g_reenc), &reenc_size, NULL, 0) != RC_OK ||
+        reenc_size != payload_size ||
+        memcmp(g_reenc, in + h.header_size, payload_size) != 0) {
+      abort();
+    }
+  }
+  free(in);
   return 0;
 }
 
@@ -195,7 +212,6 @@ int main(int argc, char **argv) {
   }
   for (seed = 0; seed < 24; ++seed) {
     fuzz_tables ft;
-    rc_header h;
     size_t used, pos, size, i, num;
     char path[4096];
     FILE *f;
@@ -215,16 +231,13 @@ int main(int argc, char **argv) {
       sym[i] = ft.offset[c] + (int32_t)rng_below((uint32_t)k + 3) - 1;
       if (rng_below(50) == 0) sym[i] = (int32_t)(rng_below(0xFFFFFFFFu));
     }
-    memset(&h, 0, sizeof(h));
-    h.rank = 2;
-    h.dims[0] = num / ft.t.num_channels;
-    h.dims[1] = ft.t.num_channels;
     pos = used;
-    if (rc_header_write(&h, buf + pos, sizeof(buf) - pos) != RC_OK) return 1;
-    pos += h.header_size;
-    if (rc_encode(&ft.t, sym, num, h.check_seed, buf + pos,
-                  sizeof(buf) - pos, &size, NULL, 0) != RC_OK) {
-      return 1;
+    {
+      const uint64_t dims[2] = {num / ft.t.num_channels, ft.t.num_channels};
+      if (rc_container_encode(&ft.t, dims, 2, sym, num, buf + pos,
+                              sizeof(buf) - pos, &size, NULL, 0) != RC_OK) {
+        return 1;
+      }
     }
     pos += size;
     snprintf(path, sizeof(path), "%s/seed_%02d", argv[1], seed);

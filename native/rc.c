@@ -98,47 +98,57 @@ static uint32_t fnv1a32(const uint8_t *p, size_t n) {
 #define RC_ID_P2 0xBF58476D1CE4E5B9ull
 
 typedef struct rc_id_state {
-  uint64_t v[4];  /* lanes */
-  uint64_t count; /* words fed so far; the next goes to lane count % 4 */
+  uint64_t v[4];    /* lanes */
+  uint64_t count;   /* words fed so far */
+  uint32_t pending; /* the first word of an incomplete pair (count odd) */
 } rc_id_state;
 
 static uint64_t rotl64(uint64_t x, unsigned r) {
   return (x << r) | (x >> (64 - r));
 }
 
-static uint64_t id_round(uint64_t v, uint32_t w) {
-  return rotl64(v + (uint64_t)w * RC_ID_P1, 29) * RC_ID_P2;
+/* One multiply per pair of words: the bound on speed is the multiplier. */
+static uint64_t id_round(uint64_t v, uint64_t pair) {
+  return rotl64(v ^ pair, 29) * RC_ID_P2;
 }
 
-/* Feeds n words; four at a time once aligned to lane 0, so the four lane
- * chains run in parallel. Same result as one word at a time. */
+/* Pair k = word[2k] | word[2k+1] << 32 goes to lane k % 4. */
+static void id_word(rc_id_state *s, uint32_t w) {
+  if ((s->count & 1) == 0) {
+    s->pending = w;
+  } else {
+    const size_t lane = (size_t)(s->count >> 1) & 3;
+    s->v[lane] = id_round(s->v[lane], s->pending | ((uint64_t)w << 32));
+  }
+  ++s->count;
+}
+
+/* Feeds n words; eight at a time (one pair per lane) once aligned to lane
+ * 0, so the lane chains run in parallel. Same result as id_word one by
+ * one. */
 static void id_feed(rc_id_state *s, const int32_t *w, size_t n) {
-  while (n > 0 && (s->count & 3) != 0) {
-    s->v[s->count & 3] = id_round(s->v[s->count & 3], (uint32_t)*w++);
-    ++s->count;
+  while (n > 0 && (s->count & 7) != 0) {
+    id_word(s, (uint32_t)*w++);
     --n;
   }
   {
     uint64_t v0 = s->v[0], v1 = s->v[1], v2 = s->v[2], v3 = s->v[3];
-    size_t groups = n / 4;
-    s->count += 4 * (uint64_t)groups;
+    size_t groups = n / 8;
+    s->count += 8 * (uint64_t)groups;
+    n %= 8;
     while (groups-- > 0) {
-      v0 = id_round(v0, (uint32_t)w[0]);
-      v1 = id_round(v1, (uint32_t)w[1]);
-      v2 = id_round(v2, (uint32_t)w[2]);
-      v3 = id_round(v3, (uint32_t)w[3]);
-      w += 4;
+      v0 = id_round(v0, (uint32_t)w[0] | ((uint64_t)(uint32_t)w[1] << 32));
+      v1 = id_round(v1, (uint32_t)w[2] | ((uint64_t)(uint32_t)w[3] << 32));
+      v2 = id_round(v2, (uint32_t)w[4] | ((uint64_t)(uint32_t)w[5] << 32));
+      v3 = id_round(v3, (uint32_t)w[6] | ((uint64_t)(uint32_t)w[7] << 32));
+      w += 8;
     }
     s->v[0] = v0;
     s->v[1] = v1;
     s->v[2] = v2;
     s->v[3] = v3;
   }
-  n %= 4;
-  while (n-- > 0) {
-    s->v[s->count & 3] = id_round(s->v[s->count & 3], (uint32_t)*w++);
-    ++s->count;
-  }
+  while (n-- > 0) id_word(s, (uint32_t)*w++);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -163,21 +173,24 @@ const char *rc_status_string(rc_status status) {
       return "not an HJRC container (bad magic)";
     case RC_ERR_VERSION:
       return "unsupported container format version";
+    case RC_ERR_MODEL:
+      return "container was made for other tables (model id differs)";
   }
   return "unknown status";
 }
 
 rc_status rc_check_cdf(const int32_t *cdf, size_t length, uint32_t precision) {
   size_t k;
+  int bad = 0;
   if (precision < 1 || precision > RC_MAX_PRECISION) return RC_ERR_ARG;
   if (length > 0 && cdf == NULL) return RC_ERR_ARG;
   if (length < 2) return RC_ERR_TABLE;
-  if (cdf[0] != 0) return RC_ERR_TABLE;
-  for (k = 1; k < length; ++k) {
-    /* Strictly increasing: every bin, the escape included, has freq >= 1. */
-    if (cdf[k] <= cdf[k - 1]) return RC_ERR_TABLE;
-  }
-  if (cdf[length - 1] != (int32_t)((uint32_t)1 << precision)) {
+  /* Strictly increasing: every bin, the escape included, has freq >= 1.
+   * One pass with no early exit, so that compilers vectorize it: it runs
+   * over every row on every call. */
+  for (k = 1; k < length; ++k) bad |= cdf[k] <= cdf[k - 1];
+  if (bad || cdf[0] != 0 ||
+      cdf[length - 1] != (int32_t)((uint32_t)1 << precision)) {
     return RC_ERR_TABLE;
   }
   return RC_OK;
@@ -210,18 +223,18 @@ rc_status rc_check_tables(const rc_tables *t) {
   return RC_OK;
 }
 
-rc_status rc_model_id(const rc_tables *t, uint8_t id[RC_MODEL_ID_SIZE]) {
+/* REQUIRES: rc_check_tables(t) == RC_OK. */
+static void model_id_unchecked(const rc_tables *t,
+                               uint8_t id[RC_MODEL_ID_SIZE]) {
   rc_id_state st;
   uint32_t c, l;
   int32_t head[2];
-  uint64_t h;
-  rc_status s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  if (id == NULL) return RC_ERR_ARG;
+  uint64_t h, m;
   for (l = 0; l < 4; ++l) st.v[l] = (uint64_t)(l + 1) * RC_CHECK_N_MUL;
   st.count = 0;
+  st.pending = 0;
   head[0] = (int32_t)t->precision;
-  head[1] = (int32_t)t->num_channels; /* same bits as the uint32 */
+  head[1] = (int32_t)t->num_channels; /* <= INT32_MAX: same bits */
   id_feed(&st, head, 2);
   id_feed(&st, t->offset, t->num_channels);
   id_feed(&st, t->cdf_length, t->num_channels);
@@ -229,9 +242,18 @@ rc_status rc_model_id(const rc_tables *t, uint8_t id[RC_MODEL_ID_SIZE]) {
     id_feed(&st, t->cdf + (size_t)c * t->cdf_stride,
             (size_t)t->cdf_length[c]);
   }
-  h = st.count * RC_ID_P1;
+  m = st.count;
+  if (m & 1) id_word(&st, 0); /* complete the last pair with a zero word */
+  h = m * RC_ID_P1;
   for (l = 0; l < 4; ++l) h = rotl64(h ^ fmix64(st.v[l]), 27) * RC_ID_P2;
   store_le64(id, fmix64(h));
+}
+
+rc_status rc_model_id(const rc_tables *t, uint8_t id[RC_MODEL_ID_SIZE]) {
+  rc_status s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  if (id == NULL) return RC_ERR_ARG;
+  model_id_unchecked(t, id);
   return RC_OK;
 }
 
@@ -368,14 +390,17 @@ static rc_enc_entry enc_entry_make(uint32_t start, uint32_t freq,
   return e;
 }
 
-size_t rc_encode_scratch_size(const rc_tables *t) {
-  size_t entries;
-  if (rc_check_tables(t) != RC_OK) return 0;
-  entries = (size_t)t->num_channels;
+/* REQUIRES: rc_check_tables(t) == RC_OK. */
+static size_t enc_scratch_size(const rc_tables *t) {
+  const size_t entries = (size_t)t->num_channels;
   if (entries > ((size_t)-1 / sizeof(rc_enc_entry)) / t->cdf_stride) {
     return 0;
   }
   return entries * t->cdf_stride * sizeof(rc_enc_entry);
+}
+
+size_t rc_encode_scratch_size(const rc_tables *t) {
+  return rc_check_tables(t) == RC_OK ? enc_scratch_size(t) : 0;
 }
 
 /* Checks scratch against `need` bytes and `align`. NULL means "none". */
@@ -389,10 +414,14 @@ static rc_status check_scratch(const void *scratch, size_t size, size_t need,
   return RC_OK;
 }
 
-rc_status rc_encode(const rc_tables *t, const int32_t *symbols,
-                    size_t num_symbols, uint32_t check_seed, uint8_t *out,
-                    size_t capacity, size_t *out_size, void *scratch,
-                    size_t scratch_size) {
+/* rc_encode after its argument and table checks.
+ * REQUIRES: rc_check_tables(t) == RC_OK; out, out_size non-NULL; symbols
+ * non-NULL unless num_symbols == 0. */
+static rc_status encode_payload(const rc_tables *t, const int32_t *symbols,
+                                size_t num_symbols, uint32_t check_seed,
+                                uint8_t *out, size_t capacity,
+                                size_t *out_size, void *scratch,
+                                size_t scratch_size) {
   rc_enc e;
   rc_status s;
   size_t i;
@@ -405,12 +434,8 @@ rc_status rc_encode(const rc_tables *t, const int32_t *symbols,
   const int32_t *offset;
   size_t stride;
   uint32_t num_channels;
-  if (out_size == NULL) return RC_ERR_ARG;
   *out_size = 0;
-  if (out == NULL || (symbols == NULL && num_symbols > 0)) return RC_ERR_ARG;
-  s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  s = check_scratch(scratch, scratch_size, rc_encode_scratch_size(t), 8);
+  s = check_scratch(scratch, scratch_size, enc_scratch_size(t), 8);
   if (s != RC_OK) return s;
   n = t->precision;
   cdf = t->cdf;
@@ -473,6 +498,20 @@ rc_status rc_encode(const rc_tables *t, const int32_t *symbols,
   *out_size = capacity - e.pos;
   memmove(out, out + e.pos, *out_size);
   return RC_OK;
+}
+
+rc_status rc_encode(const rc_tables *t, const int32_t *symbols,
+                    size_t num_symbols, uint32_t check_seed, uint8_t *out,
+                    size_t capacity, size_t *out_size, void *scratch,
+                    size_t scratch_size) {
+  rc_status s;
+  if (out_size == NULL) return RC_ERR_ARG;
+  *out_size = 0;
+  if (out == NULL || (symbols == NULL && num_symbols > 0)) return RC_ERR_ARG;
+  s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  return encode_payload(t, symbols, num_symbols, check_seed, out, capacity,
+                        out_size, scratch, scratch_size);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -540,8 +579,8 @@ static uint32_t lut_bits(uint32_t n) {
   return n < RC_LUT_BITS ? n : RC_LUT_BITS;
 }
 
-size_t rc_decode_scratch_size(const rc_tables *t) {
-  if (rc_check_tables(t) != RC_OK) return 0;
+/* REQUIRES: rc_check_tables(t) == RC_OK. */
+static size_t dec_scratch_size(const rc_tables *t) {
   /* C < 2^32 and b <= 16: no overflow on hosts with 64-bit size_t; on
    * 32-bit hosts very many channels make this 0, i.e. "no scratch". */
   if ((size_t)t->num_channels >
@@ -552,9 +591,17 @@ size_t rc_decode_scratch_size(const rc_tables *t) {
          sizeof(uint16_t);
 }
 
-rc_status rc_decode(const rc_tables *t, const uint8_t *in, size_t size,
-                    uint32_t check_seed, int32_t *symbols,
-                    size_t num_symbols, void *scratch, size_t scratch_size) {
+size_t rc_decode_scratch_size(const rc_tables *t) {
+  return rc_check_tables(t) == RC_OK ? dec_scratch_size(t) : 0;
+}
+
+/* rc_decode after its argument and table checks.
+ * REQUIRES: rc_check_tables(t) == RC_OK; in non-NULL unless size == 0;
+ * symbols non-NULL unless num_symbols == 0. */
+static rc_status decode_payload(const rc_tables *t, const uint8_t *in,
+                                size_t size, uint32_t check_seed,
+                                int32_t *symbols, size_t num_symbols,
+                                void *scratch, size_t scratch_size) {
   rc_dec d;
   rc_status s;
   size_t i;
@@ -570,12 +617,7 @@ rc_status rc_decode(const rc_tables *t, const uint8_t *in, size_t size,
   uint32_t num_channels;
   uint64_t x;
   size_t pos;
-  if ((in == NULL && size > 0) || (symbols == NULL && num_symbols > 0)) {
-    return RC_ERR_ARG;
-  }
-  s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  s = check_scratch(scratch, scratch_size, rc_decode_scratch_size(t), 2);
+  s = check_scratch(scratch, scratch_size, dec_scratch_size(t), 2);
   if (s != RC_OK) return s;
   n = t->precision;
   b = lut_bits(n);
@@ -659,6 +701,19 @@ rc_status rc_decode(const rc_tables *t, const uint8_t *in, size_t size,
   }
   if (pos != size) return RC_ERR_TRAILING;
   return RC_OK;
+}
+
+rc_status rc_decode(const rc_tables *t, const uint8_t *in, size_t size,
+                    uint32_t check_seed, int32_t *symbols,
+                    size_t num_symbols, void *scratch, size_t scratch_size) {
+  rc_status s;
+  if ((in == NULL && size > 0) || (symbols == NULL && num_symbols > 0)) {
+    return RC_ERR_ARG;
+  }
+  s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  return decode_payload(t, in, size, check_seed, symbols, num_symbols,
+                        scratch, scratch_size);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -756,4 +811,65 @@ rc_status rc_header_parse(const uint8_t *in, size_t size, rc_header *h) {
   h->header_size = pos;
   h->check_seed = fnv1a32(in, pos);
   return RC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Whole containers. */
+
+rc_status rc_container_encode(const rc_tables *t, const uint64_t *dims,
+                              uint32_t rank, const int32_t *symbols,
+                              size_t num_symbols, uint8_t *out,
+                              size_t capacity, size_t *out_size,
+                              void *scratch, size_t scratch_size) {
+  rc_header h;
+  rc_status s;
+  size_t payload = 0;
+  uint64_t count = 1;
+  uint32_t r;
+  if (out_size == NULL) return RC_ERR_ARG;
+  *out_size = 0;
+  if (dims == NULL || out == NULL || rank < 1 || rank > RC_MAX_RANK ||
+      (symbols == NULL && num_symbols > 0)) {
+    return RC_ERR_ARG;
+  }
+  s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  memset(&h, 0, sizeof(h));
+  h.rank = rank;
+  for (r = 0; r < rank; ++r) h.dims[r] = dims[r];
+  if (dims[rank - 1] != t->num_channels) return RC_ERR_ARG;
+  model_id_unchecked(t, h.model_id);
+  s = rc_header_write(&h, out, capacity); /* checks dims: product < 2^62 */
+  if (s != RC_OK) return s;
+  for (r = 0; r < rank; ++r) count *= dims[r]; /* no overflow: checked */
+  if (count != (uint64_t)num_symbols) return RC_ERR_ARG;
+  s = encode_payload(t, symbols, num_symbols, h.check_seed,
+                     out + h.header_size, capacity - h.header_size, &payload,
+                     scratch, scratch_size);
+  if (s != RC_OK) return s;
+  *out_size = h.header_size + payload;
+  return RC_OK;
+}
+
+rc_status rc_container_decode(const rc_tables *t, const uint8_t *in,
+                              size_t size, int32_t *symbols,
+                              size_t num_symbols, void *scratch,
+                              size_t scratch_size) {
+  rc_header h;
+  uint8_t id[RC_MODEL_ID_SIZE];
+  rc_status s;
+  if ((in == NULL && size > 0) || (symbols == NULL && num_symbols > 0)) {
+    return RC_ERR_ARG;
+  }
+  s = rc_check_tables(t);
+  if (s != RC_OK) return s;
+  s = rc_header_parse(in, size, &h);
+  if (s != RC_OK) return s;
+  model_id_unchecked(t, id);
+  if (memcmp(id, h.model_id, RC_MODEL_ID_SIZE) != 0) return RC_ERR_MODEL;
+  if (h.dims[h.rank - 1] != t->num_channels) return RC_ERR_CORRUPT;
+  if (h.num_symbols != (uint64_t)num_symbols) return RC_ERR_ARG;
+  return decode_payload(t, in + h.header_size, size - h.header_size,
+                        h.check_seed, symbols, num_symbols, scratch,
+                        scratch_size);
 }

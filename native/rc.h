@@ -76,12 +76,14 @@
  *   Words (uint32; int32 as two's complement), in this order:
  *     precision, C, offset[0..C), cdf_length[0..C), then row by row the
  *     valid entries cdf[c][0..cdf_length[c])   (padding is not included)
- *   Four 64-bit lanes v[l] = (l + 1) * 0xD6E8FEB86659FD93; word j goes to
- *   lane j mod 4:  v = rotl64(v + w * P1, 29) * P2   (all mod 2^64), with
- *   P1 = 0x9E3779B97F4A7C15, P2 = 0xBF58476D1CE4E5B9. Then, with m words,
+ *   With m words, append one zero word if m is odd. Pair k is
+ *   word[2k] | word[2k+1] << 32; four 64-bit lanes start at
+ *   v[l] = (l + 1) * 0xD6E8FEB86659FD93 and pair k goes to lane k mod 4:
+ *     v = rotl64(v ^ pair, 29) * P2                (all mod 2^64)
+ *   Then, with P1 = 0x9E3779B97F4A7C15, P2 = 0xBF58476D1CE4E5B9:
  *     h = m * P1;  for l in 0..3: h = rotl64(h ^ fmix64(v[l]), 27) * P2;
  *     id = fmix64(h) as 8 bytes little-endian.
- *   Every step is a bijection of the lane for a fixed word, so tables that
+ *   Every step is a bijection of the lane for a fixed pair, so tables that
  *   differ in a single word always get different ids. Not cryptographic: it
  *   tells honest mismatches apart; it does not authenticate.
  *
@@ -108,7 +110,8 @@ typedef enum rc_status {
   RC_ERR_CORRUPT = 5,   /* input is not something these tables produce */
   RC_ERR_TRAILING = 6,  /* bytes remain after the last symbol */
   RC_ERR_MAGIC = 7,     /* container does not start with "HJRC" */
-  RC_ERR_VERSION = 8    /* container format version is not supported */
+  RC_ERR_VERSION = 8,   /* container format version is not supported */
+  RC_ERR_MODEL = 9      /* container made for other tables (model id) */
 } rc_status;
 
 #define RC_MAX_PRECISION 16u
@@ -225,6 +228,31 @@ rc_status rc_header_write(rc_header *header, uint8_t *out, size_t capacity);
  * RC_ERR_VERSION or RC_ERR_CORRUPT (bad rank, non-minimal or too large
  * varint, product of dims >= 2^62). */
 rc_status rc_header_parse(const uint8_t *in, size_t size, rc_header *header);
+
+/* Writes a whole container: the header (model id = rc_model_id(tables),
+ * rank, dims) then the payload of symbols[0..num_symbols), seeded with the
+ * header's check_seed. rc_encode_bound(num_symbols) + RC_MAX_HEADER_SIZE
+ * bytes always suffice. Tables are checked once.
+ * REQUIRES: 1 <= rank <= RC_MAX_RANK, dims[rank-1] == C, product of dims ==
+ *           num_symbols (< 2^62); scratch as for rc_encode.
+ * Returns RC_OK, RC_ERR_ARG, RC_ERR_TABLE or RC_ERR_OVERFLOW. */
+rc_status rc_container_encode(const rc_tables *tables, const uint64_t *dims,
+                              uint32_t rank, const int32_t *symbols,
+                              size_t num_symbols, uint8_t *out,
+                              size_t capacity, size_t *out_size,
+                              void *scratch, size_t scratch_size);
+
+/* Decodes a whole container in[0..size) made with `tables`: parses the
+ * header, checks the model id (RC_ERR_MODEL) and that the last dim is C
+ * (RC_ERR_CORRUPT), then decodes the payload into symbols[0..num_symbols).
+ * num_symbols must equal the header's product of dims (parse it first with
+ * rc_header_parse to size the buffer), else RC_ERR_ARG.
+ * Returns RC_OK or any error of rc_header_parse / rc_decode, or
+ * RC_ERR_MODEL. */
+rc_status rc_container_decode(const rc_tables *tables, const uint8_t *in,
+                              size_t size, int32_t *symbols,
+                              size_t num_symbols, void *scratch,
+                              size_t scratch_size);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -33,7 +33,6 @@ static uint16_t g_dec_scratch[8 << RC_LUT_BITS];
 static int emit_case(FILE *f, uint32_t channels, uint32_t k, uint32_t n,
                      size_t num) {
   rc_tables t;
-  rc_header h;
   uint32_t c;
   size_t i, size;
   const uint32_t m = 1u << n;
@@ -64,25 +63,21 @@ static int emit_case(FILE *f, uint32_t channels, uint32_t k, uint32_t n,
     if (r == 1) g_sym[i] = INT32_MAX - (int32_t)rng_below(1000);
     if (r == 2) g_sym[i] = g_off[c] + (int32_t)k + (int32_t)rng_below(70000);
   }
-  memset(&h, 0, sizeof(h));
-  if (rc_model_id(&t, h.model_id) != RC_OK) return 1;
-  h.rank = 2;
-  h.dims[0] = num / channels;
-  h.dims[1] = channels;
-  if (rc_header_write(&h, g_out, sizeof(g_out)) != RC_OK) return 1;
-  if (rc_encode(&t, g_sym, num, h.check_seed, g_out + h.header_size,
-                sizeof(g_out) - h.header_size, &size,
-                (n % 2) ? g_enc_scratch : NULL,
-                rc_encode_scratch_size(&t)) != RC_OK) {
-    return 1;
+  {
+    const uint64_t dims[2] = {num / channels, channels};
+    if (rc_container_encode(&t, dims, 2, g_sym, num, g_out, sizeof(g_out),
+                            &size, (n % 2) ? g_enc_scratch : NULL,
+                            rc_encode_scratch_size(&t)) != RC_OK) {
+      return 1;
+    }
   }
-  if (rc_decode(&t, g_out + h.header_size, size, h.check_seed, g_dec, num,
-                (n % 3) ? g_dec_scratch : NULL,
-                rc_decode_scratch_size(&t)) != RC_OK ||
+  if (rc_container_decode(&t, g_out, size, g_dec, num,
+                          (n % 3) ? g_dec_scratch : NULL,
+                          rc_decode_scratch_size(&t)) != RC_OK ||
       memcmp(g_sym, g_dec, num * sizeof(int32_t)) != 0) {
     return 1;
   }
-  return fwrite(g_out, 1, h.header_size + size, f) != h.header_size + size;
+  return fwrite(g_out, 1, size, f) != size;
 }
 
 int main(int argc, char **argv) {
