@@ -165,27 +165,24 @@ static int want_scratch(PyObject *use_scratch, size_t num_symbols,
 /* ---------------------------------------------------------------------- */
 
 PyDoc_STRVAR(encode_doc,
-"encode(model_id, shape, symbols, cdf, cdf_length, offset, precision,\n"
+"encode(shape, symbols, cdf, cdf_length, offset, precision,\n"
 "       use_scratch=None) -> bytes\n\n"
-"Writes a container (header + payload, see native/rc.h) for int32\n"
-"`symbols` (C-contiguous, any shape; product(shape) elements; channel =\n"
-"flat index % C). `model_id` is 8 bytes. `use_scratch` forces (True) or\n"
-"forbids (False) the reciprocal tables; None decides by size. The output\n"
-"does not depend on it.");
+"Writes a container (header with the tables' model id, then the payload;\n"
+"native/rc.h) for int32 `symbols` (C-contiguous, product(shape) elements,\n"
+"shape[-1] == C; channel = flat index % C). `use_scratch` forces (True) or\n"
+"forbids (False) the reciprocal tables; None decides by size. The bytes do\n"
+"not depend on it.");
 
 static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"model_id", "shape", "symbols", "cdf",
-                           "cdf_length", "offset", "precision",
-                           "use_scratch", NULL};
-  const char *model_id;
-  Py_ssize_t model_id_len;
+  static char *kwlist[] = {"shape", "symbols", "cdf", "cdf_length",
+                           "offset", "precision", "use_scratch", NULL};
   PyObject *shape, *symbols_obj, *cdf, *cdf_length, *offset;
   PyObject *use_scratch = Py_None;
   PyObject *shape_seq = NULL, *result = NULL;
   int precision;
   py_tables pt;
   Py_buffer sym;
-  rc_header h;
+  uint64_t dims[RC_MAX_RANK];
   Py_ssize_t r, rank;
   uint64_t count = 1;
   size_t num, bound, total, size = 0, scratch_size = 0;
@@ -193,18 +190,11 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
   int scratch_on;
   rc_status s;
   (void)self;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y#OOOOOi|O", kwlist, &model_id,
-                                   &model_id_len, &shape, &symbols_obj, &cdf,
-                                   &cdf_length, &offset, &precision,
-                                   &use_scratch)) {
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi|O", kwlist, &shape,
+                                   &symbols_obj, &cdf, &cdf_length, &offset,
+                                   &precision, &use_scratch)) {
     return NULL;
   }
-  if (model_id_len != RC_MODEL_ID_SIZE) {
-    return PyErr_Format(PyExc_ValueError, "model_id: expected %u bytes, got %zd",
-                        RC_MODEL_ID_SIZE, model_id_len);
-  }
-  memset(&h, 0, sizeof(h));
-  memcpy(h.model_id, model_id, RC_MODEL_ID_SIZE);
   shape_seq = PySequence_Fast(shape, "shape: expected a sequence of ints");
   if (shape_seq == NULL) return NULL;
   rank = PySequence_Fast_GET_SIZE(shape_seq);
@@ -214,7 +204,6 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
                         "shape: rank must be 1..%u, got %zd", RC_MAX_RANK,
                         rank);
   }
-  h.rank = (uint32_t)rank;
   for (r = 0; r < rank; ++r) {
     PyObject *item = PySequence_Fast_GET_ITEM(shape_seq, r);
     unsigned long long d = PyLong_AsUnsignedLongLong(item);
@@ -222,7 +211,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
       Py_DECREF(shape_seq);
       return NULL;
     }
-    h.dims[r] = (uint64_t)d;
+    dims[r] = (uint64_t)d;
     count = (d != 0 && count > UINT64_MAX / d) ? UINT64_MAX : count * d;
   }
   Py_DECREF(shape_seq);
@@ -237,6 +226,12 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
                  "shape: its product must equal the %zu symbols", num);
     goto done;
   }
+  if (dims[rank - 1] != pt.t.num_channels) {
+    PyErr_Format(PyExc_ValueError,
+                 "shape: the last dim must be the tables' %u channels",
+                 pt.t.num_channels);
+    goto done;
+  }
   bound = rc_encode_bound(num);
   if (bound == 0 || bound > (size_t)PY_SSIZE_T_MAX - RC_MAX_HEADER_SIZE) {
     PyErr_SetString(PyExc_OverflowError, "symbols: too many to encode");
@@ -245,14 +240,6 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
   total = RC_MAX_HEADER_SIZE + bound;
   result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
   if (result == NULL) goto done;
-  s = rc_header_write(&h, (uint8_t *)PyBytes_AS_STRING(result), total);
-  if (s != RC_OK) {
-    PyErr_Format(PyExc_ValueError,
-                 "shape: %s (each dim < 2^63, product < 2^62)",
-                 rc_status_string(s));
-    Py_CLEAR(result);
-    goto done;
-  }
   scratch_on = want_scratch(use_scratch, num,
                             4 * (size_t)pt.t.num_channels * pt.t.cdf_stride);
   if (scratch_on < 0) {
@@ -265,19 +252,25 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kw) {
     if (scratch == NULL) scratch_size = 0; /* fall back: same bytes */
   }
   Py_BEGIN_ALLOW_THREADS
-  s = rc_encode(&pt.t, (const int32_t *)sym.buf, num, h.check_seed,
-                (uint8_t *)PyBytes_AS_STRING(result) + h.header_size,
-                total - h.header_size, &size, scratch, scratch_size);
+  s = rc_container_encode(&pt.t, dims, (uint32_t)rank,
+                          (const int32_t *)sym.buf, num,
+                          (uint8_t *)PyBytes_AS_STRING(result), total, &size,
+                          scratch, scratch_size);
   Py_END_ALLOW_THREADS
   PyMem_RawFree(scratch);
   if (s != RC_OK) {
-    PyErr_Format(PyExc_RuntimeError, "rc_encode: %s", rc_status_string(s));
+    if (s == RC_ERR_ARG) {
+      PyErr_Format(PyExc_ValueError,
+                   "shape: %s (each dim < 2^63, product < 2^62)",
+                   rc_status_string(s));
+    } else {
+      PyErr_Format(PyExc_RuntimeError, "rc_container_encode: %s",
+                   rc_status_string(s));
+    }
     Py_CLEAR(result);
     goto done;
   }
-  if (_PyBytes_Resize(&result, (Py_ssize_t)(h.header_size + size)) != 0) {
-    result = NULL;
-  }
+  if (_PyBytes_Resize(&result, (Py_ssize_t)size) != 0) result = NULL;
 done:
   PyBuffer_Release(&sym);
   release_tables(&pt);
@@ -317,9 +310,9 @@ static PyObject *py_parse_header(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(decode_doc,
 "decode(data, cdf, cdf_length, offset, precision, out, use_scratch=None)\n\n"
 "Decodes the container `data` into `out`, a writable C-contiguous int32\n"
-"buffer with exactly product(shape) elements. Raises DecodeError for a\n"
-"damaged, truncated or over-long container, ValueError for bad\n"
-"arguments. Does not check the model id (the caller does).");
+"buffer with exactly product(shape) elements (parse_header tells the\n"
+"shape). Raises DecodeError for a damaged, truncated, over-long or\n"
+"wrong-model container, ValueError for bad arguments.");
 
 static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"data", "cdf", "cdf_length", "offset",
@@ -370,13 +363,30 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw) {
     if (scratch == NULL) scratch_size = 0;
   }
   Py_BEGIN_ALLOW_THREADS
-  s = rc_decode(&pt.t, (const uint8_t *)data.buf + h.header_size,
-                (size_t)data.len - h.header_size, h.check_seed,
-                (int32_t *)out.buf, num, scratch, scratch_size);
+  s = rc_container_decode(&pt.t, (const uint8_t *)data.buf, (size_t)data.len,
+                          (int32_t *)out.buf, num, scratch, scratch_size);
   Py_END_ALLOW_THREADS
   PyMem_RawFree(scratch);
+  if (s == RC_ERR_MODEL) {
+    uint8_t want[RC_MODEL_ID_SIZE];
+    char got_hex[2 * RC_MODEL_ID_SIZE + 1], want_hex[2 * RC_MODEL_ID_SIZE + 1];
+    static const char digits[] = "0123456789abcdef";
+    unsigned i;
+    (void)rc_model_id(&pt.t, want); /* tables were checked above */
+    for (i = 0; i < RC_MODEL_ID_SIZE; ++i) {
+      got_hex[2 * i] = digits[h.model_id[i] >> 4];
+      got_hex[2 * i + 1] = digits[h.model_id[i] & 15];
+      want_hex[2 * i] = digits[want[i] >> 4];
+      want_hex[2 * i + 1] = digits[want[i] & 15];
+    }
+    got_hex[2 * RC_MODEL_ID_SIZE] = want_hex[2 * RC_MODEL_ID_SIZE] = '\0';
+    PyErr_Format(g_decode_error,
+                 "payload was made for model %s, these tables are model %s",
+                 got_hex, want_hex);
+    goto done;
+  }
   if (s != RC_OK) {
-    raise_decode(s, "payload");
+    raise_decode(s, s == RC_ERR_CORRUPT ? "container" : "payload");
     goto done;
   }
   result = Py_NewRef(Py_None);

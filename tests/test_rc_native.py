@@ -11,7 +11,6 @@ from hecsb_jax.coding import _rc
 from hecsb_jax.entropy.tables import tables_from_pmf
 
 NATIVE = Path(__file__).resolve().parents[1] / "native"
-MODEL_ID = bytes(range(8))
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def _args(t):
 
 
 def _encode(t, symbols, **kw):
-  return _rc.encode(MODEL_ID, symbols.shape, symbols, *_args(t), **kw)
+  return _rc.encode(symbols.shape, symbols, *_args(t), **kw)
 
 
 def _symbols(num_rows, seed=0):
@@ -82,8 +81,9 @@ def test_header_round_trips(tables):
   symbols = _symbols(6).reshape(2, 3, 3)
   data = _encode(tables, symbols)
   model_id, shape, size = _rc.parse_header(data)
-  assert (model_id, shape) == (MODEL_ID, (2, 3, 3))
-  assert data[:5] == b"HJRC\x01" and data[5:13] == MODEL_ID
+  assert model_id == _rc.model_id(*_args(tables))
+  assert shape == (2, 3, 3)
+  assert data[:5] == b"HJRC\x01" and data[5:13] == model_id
   assert data[13] == 3 and size == 17
 
 
@@ -102,7 +102,7 @@ def test_header_round_trips(tables):
 )
 def test_encode_rejects_wrong_dtype_and_layout(tables, symbols, error, match):
   with pytest.raises(error, match=match):
-    _rc.encode(MODEL_ID, (4, 3), symbols, *_args(tables))
+    _rc.encode((4, 3), symbols, *_args(tables))
 
 
 def test_decode_rejects_bad_out_buffers(tables):
@@ -124,22 +124,39 @@ def test_table_arguments_are_checked(tables):
   symbols = _symbols(2)
   cdf, length, offset, precision = _args(tables)
   with pytest.raises(ValueError, match="dimension"):
-    _rc.encode(MODEL_ID, (2, 3), symbols, cdf[0], length, offset, precision)
+    _rc.encode((2, 3), symbols, cdf[0], length, offset, precision)
   with pytest.raises(ValueError, match="cdf_length, offset"):
-    _rc.encode(MODEL_ID, (2, 3), symbols, cdf, length[:2], offset, precision)
+    _rc.encode((2, 3), symbols, cdf, length[:2], offset, precision)
   with pytest.raises(ValueError, match="invalid coding tables"):
-    _rc.encode(MODEL_ID, (2, 3), symbols, cdf, length, offset, 15)
+    _rc.encode((2, 3), symbols, cdf, length, offset, 15)
   with pytest.raises(TypeError, match="int32"):
-    _rc.encode(MODEL_ID, (2, 3), symbols, cdf.astype(np.int64), length,
-               offset, precision)
-  with pytest.raises(ValueError, match="8 bytes"):
-    _rc.encode(b"short", (2, 3), symbols, *_args(tables))
+    _rc.encode((2, 3), symbols, cdf.astype(np.int64), length, offset,
+               precision)
+  with pytest.raises(ValueError, match="invalid coding tables"):
+    _rc.model_id(cdf, length, offset, 15)
+
+
+def test_shape_arguments_are_checked(tables):
+  symbols = _symbols(2)
   with pytest.raises(ValueError, match="product"):
-    _rc.encode(MODEL_ID, (3, 3), symbols, *_args(tables))
+    _rc.encode((3, 3), symbols, *_args(tables))
+  with pytest.raises(ValueError, match="last dim"):
+    _rc.encode((3, 2), symbols, *_args(tables))
   with pytest.raises(ValueError, match="rank"):
-    _rc.encode(MODEL_ID, (), symbols, *_args(tables))
+    _rc.encode((), symbols, *_args(tables))
   with pytest.raises(OverflowError):
-    _rc.encode(MODEL_ID, (-2, -3), symbols, *_args(tables))
+    _rc.encode((-2, -3), symbols, *_args(tables))
+
+
+def test_wrong_tables_are_a_decode_error_naming_both_models(tables):
+  symbols = _symbols(5)
+  data = _encode(tables, symbols)
+  cdf, length, offset, precision = _args(tables)
+  offset = offset + 1
+  with pytest.raises(_rc.DecodeError, match=(
+      f"made for model {_rc.model_id(*_args(tables)).hex()}, these tables"
+      f" are model {_rc.model_id(cdf, length, offset, precision).hex()}")):
+    _rc.decode(data, cdf, length, offset, precision, np.empty_like(symbols))
 
 
 def _reference_model_id(cdf, cdf_length, offset, precision):
@@ -160,10 +177,14 @@ def _reference_model_id(cdf, cdf_length, offset, precision):
   words = [precision, len(cdf_length), *offset, *cdf_length]
   for row, n in zip(cdf, cdf_length):
     words += list(row[:n])
+  words = [int(w) & 0xFFFFFFFF for w in words]
+  num_words = len(words)
+  words += [0] * (num_words % 2)
   lanes = [((i + 1) * 0xD6E8FEB86659FD93) & mask for i in range(4)]
-  for j, w in enumerate(int(w) & 0xFFFFFFFF for w in words):
-    lanes[j % 4] = (rotl((lanes[j % 4] + w * p1) & mask, 29) * p2) & mask
-  h = (len(words) * p1) & mask
+  for k in range(len(words) // 2):
+    pair = words[2 * k] | (words[2 * k + 1] << 32)
+    lanes[k % 4] = (rotl(lanes[k % 4] ^ pair, 29) * p2) & mask
+  h = (num_words * p1) & mask
   for lane in lanes:
     h = (rotl(h ^ fmix(lane), 27) * p2) & mask
   return fmix(h).to_bytes(8, "little")

@@ -51,13 +51,7 @@ def compress(symbols, tables: CodingTables) -> bytes:
     )
   cdf, cdf_length, offset = container.table_arrays(tables)
   return _rc.encode(
-      _rc.model_id(cdf, cdf_length, offset, int(tables.precision)),
-      symbols.shape,
-      symbols,
-      cdf,
-      cdf_length,
-      offset,
-      int(tables.precision),
+      symbols.shape, symbols, cdf, cdf_length, offset, int(tables.precision)
   )
 
 
@@ -80,18 +74,6 @@ def decompress(data, tables: CodingTables, *, max_symbols: int | None = None):
   """
   header = container.read_header(data)
   cdf, cdf_length, offset = container.table_arrays(tables)
-  want = _rc.model_id(cdf, cdf_length, offset, int(tables.precision))
-  if header.model_id != want:
-    raise DecodeError(
-        f"payload was made for model {header.model_id.hex()}, these tables"
-        f" are model {want.hex()}"
-    )
-  num_channels = np.shape(tables.cdf)[0]
-  if header.shape[-1] != num_channels:
-    raise DecodeError(
-        f"header shape {header.shape} does not end in the tables'"
-        f" {num_channels} channels"
-    )
   num_symbols = math.prod(header.shape)
   payload_size = memoryview(data).nbytes - header.header_size
   # A claim of up to _CHEAP_SYMBOLS_PER_BYTE symbols per payload byte costs
@@ -109,6 +91,8 @@ def decompress(data, tables: CodingTables, *, max_symbols: int | None = None):
         " tables"
     )
   out = np.empty(header.shape, np.int32)
+  # Checks the model id (DecodeError naming both) and the channel count
+  # before it decodes.
   _rc.decode(data, cdf, cdf_length, offset, int(tables.precision), out)
   return out
 
@@ -129,10 +113,12 @@ def _max_symbols(tables: CodingTables, payload_size: int) -> int:
   freq = np.diff(cdf, axis=1)
   freq[np.arange(cdf.shape[1] - 1)[None, :] >= (length - 1)[:, None]] = 0
   slack = math.log2(1.0 + 2.0 ** (n - 31))
-  bits_per_row = float(np.sum(n - np.log2(freq.max(axis=1)))) - (
-      num_channels * slack
-  )
-  if bits_per_row <= 1e-9:
+  with np.errstate(divide="ignore", invalid="ignore"):
+    bits_per_row = float(np.sum(n - np.log2(freq.max(axis=1)))) - (
+        num_channels * slack
+    )
+  if not math.isfinite(bits_per_row) or bits_per_row <= 1e-9:
+    # Invalid tables (the decoder will say so) or nearly certain symbols.
     return _FALLBACK_MAX_SYMBOLS
   words = max(payload_size - _rc.EMPTY_PAYLOAD_SIZE, 0) // 4
   rows = math.floor(32.0 * (words + 1) / bits_per_row * (1 + 1e-9)) + 1
