@@ -1,4 +1,4 @@
-"""Entropy coding benchmark: our coder vs constriction vs tensorflow-compression.
+"""Entropy coding benchmark: ours vs constriction vs tensorflow-compression.
 
     python -m benchmarks.entropy_coding            # 10^6 symbols + one image
     python -m benchmarks.entropy_coding --quick    # 10^5 symbols, fewer reps
@@ -201,7 +201,9 @@ _TFC_CHILD = textwrap.dedent('''
     def best(fn, repeats):
       best_s, out = float("inf"), None
       for _ in range(repeats):
-        t = time.perf_counter(); out = fn(); best_s = min(best_s, time.perf_counter() - t)
+        start = time.perf_counter()
+        out = fn()
+        best_s = min(best_s, time.perf_counter() - start)
       return best_s, out
 
     results = {}
@@ -233,9 +235,11 @@ _TFC_CHILD = textwrap.dedent('''
         ok = tfc.entropy_decode_finalize(handle)
         return out, ok
 
-      encoded = encode(index); decode(encoded)  # trace both once
+      decode(encode(index))  # trace both once, outside the timing
       enc_s, encoded = best(lambda: encode(index).numpy(), repeats)
-      dec_s, (out, ok) = best(lambda: [t.numpy() for t in decode(tf.constant(encoded))], repeats)
+      encoded_t = tf.constant(encoded)
+      dec_s, (out, ok) = best(
+          lambda: [t.numpy() for t in decode(encoded_t)], repeats)
       if not (ok and np.array_equal(out + offset, symbols)):
         raise SystemExit("tfc did not round-trip " + path)
       results[os.path.basename(path)] = {
@@ -337,7 +341,8 @@ def print_table(name, symbols, tables, results):
   for coder, r in results.items():
     if coder == "ours" or r is None:
       continue
-    print(f"ours / {coder}: encode speed {r['encode_s'] / ours['encode_s']:.2f}x,"
+    print(f"ours / {coder}: encode speed"
+          f" {r['encode_s'] / ours['encode_s']:.2f}x,"
           f" decode speed {r['decode_s'] / ours['decode_s']:.2f}x,"
           f" size {ours['num_bytes'] / r['num_bytes']:.5f}x")
   if results.get("constriction") is not None:

@@ -55,7 +55,8 @@ def trained():
   key = jax.random.key(0)
   for i in range(300):
     batch = jnp.asarray(data[rs.integers(0, len(data), 32)])
-    params, opt_state = step(params, opt_state, batch, jax.random.fold_in(key, i))
+    key_i = jax.random.fold_in(key, i)
+    params, opt_state = step(params, opt_state, batch, key_i)
   return nnx.merge(graphdef, params)
 
 

@@ -161,7 +161,8 @@ def test_fitting_samples_lowers_bits_to_near_the_true_noisy_entropy():
   rs = np.random.default_rng(0)
   for i in range(400):
     batch = jnp.asarray(train[rs.integers(0, len(train), 256)])
-    params, opt_state = step(params, opt_state, batch, jax.random.fold_in(key, i))
+    key_i = jax.random.fold_in(key, i)
+    params, opt_state = step(params, opt_state, batch, key_i)
   after, u = _noisy_bits(nnx.merge(graphdef, params), jnp.asarray(held_out),
                         key)
   # The cross-entropy of the true density of y + u on the same draws: no
