@@ -264,3 +264,14 @@ def test_tables_survive_checkpoint_save_and_restore(tables, tmp_path):
       bottleneck_lib.EntropyBottleneck.quantize(_latents(16, 10))
   )
   assert coding.compress(symbols, again) == coding.compress(symbols, tables)
+
+
+def test_build_tables_accepts_bottleneck_or_prior_and_rejects_narrow_tables(
+    trained, tables
+):
+  again = bottleneck_lib.build_tables(trained.prior)
+  for name in ("cdf", "cdf_length", "offset"):
+    np.testing.assert_array_equal(getattr(again, name), getattr(tables, name))
+  # The widest channel (Laplace scale 12) spans far more than 2^4 - 1 bins.
+  with pytest.raises(ValueError, match="raise precision or tail_mass"):
+    bottleneck_lib.build_tables(trained, precision=4)
