@@ -48,7 +48,8 @@
  *     sum   = SUM_i ((uint32)v_i ^ (uint32)(i * 0x9E3779B9)) * 0x85EBCA6B
  *             (all mod 2^32; the product is a bijection of v_i for each i,
  *             so changing any one symbol always changes sum)
- *     z     = fmix64(((uint64)seed << 32 | sum) ^ (uint64)N * 0xD6E8FEB86659FD93)
+ *     z     = fmix64(((uint64)seed << 32 | sum)
+ *                    ^ (uint64)N * 0xD6E8FEB86659FD93)
  *     check = z & 0x7FFFFFFF     (fmix64: MurmurHash3's 64-bit finalizer)
  *   A stream is valid only if, after the last symbol, x == x_init for the
  *   decoded symbols and every byte has been consumed. So coding is a
@@ -189,9 +190,10 @@ size_t rc_decode_scratch_size(const rc_tables *tables);
  * folded into the stream's check (see "Payload"); decode with the same.
  * REQUIRES: symbols != NULL unless num_symbols == 0; out != NULL;
  *           out_size != NULL. Any int32 value is allowed.
- * The whole of out[0..capacity) may be used as working space (the stream is built
- * backwards from out + capacity and then moved to the front); nothing
- * outside it is written. rc_encode_bound(num_symbols) bytes always suffice.
+ * The whole of out[0..capacity) may be used as working space (the stream
+ * is built backwards from out + capacity and then moved to the front);
+ * nothing outside it is written. rc_encode_bound(num_symbols) bytes always
+ * suffice.
  * Returns RC_OK, RC_ERR_ARG, RC_ERR_TABLE or RC_ERR_OVERFLOW (capacity too
  * small; *out_size is then 0 and out's contents are unspecified).
  * scratch: NULL (scratch_size ignored) or rc_encode_scratch_size(tables)

@@ -69,7 +69,8 @@ static void make_row(int32_t *row, uint32_t k, uint32_t precision,
   }
   row[0] = 0;
   for (i = 0; i < bins; ++i) {
-    uint32_t extra = (uint32_t)((uint64_t)left * weights[i] / (total ? total : 1));
+    const uint64_t share = (uint64_t)left * weights[i];
+    const uint32_t extra = (uint32_t)(share / (total ? total : 1));
     row[i + 1] = row[i] + 1 + (int32_t)extra;
   }
   /* Give the rounding remainder to the largest-weight bin's successor. */
@@ -253,8 +254,10 @@ static void test_zero_and_one_symbol(void) {
   CHECK_STATUS(rc_decode(&tt.t, g_buf, size, 0, NULL, 0, NULL, 0), RC_OK);
   /* Claiming a symbol the stream does not hold. */
   CHECK(rc_decode(&tt.t, g_buf, size, 0, &out, 1, NULL, 0) != RC_OK);
-  CHECK_STATUS(rc_decode(&tt.t, g_buf, size + 4, 0, NULL, 0, NULL, 0), RC_ERR_TRAILING);
-  CHECK_STATUS(rc_decode(&tt.t, g_buf, 7, 0, NULL, 0, NULL, 0), RC_ERR_TRUNCATED);
+  CHECK_STATUS(rc_decode(&tt.t, g_buf, size + 4, 0, NULL, 0, NULL, 0),
+               RC_ERR_TRAILING);
+  CHECK_STATUS(rc_decode(&tt.t, g_buf, 7, 0, NULL, 0, NULL, 0),
+               RC_ERR_TRUNCATED);
   CHECK(roundtrip(&tt, &one, 1) > 0);
 }
 
@@ -263,7 +266,8 @@ static void test_random_roundtrips(void) {
   uint32_t precision;
   for (precision = 1; precision <= 16; ++precision) {
     const uint32_t channels = 1 + precision % MAX_C;
-    const uint32_t k = precision == 1 ? 1 : 1 + rng_below(precision < 9 ? (1u << precision) - 1 : MAX_L - 2);
+    const uint32_t k_max = precision < 9 ? (1u << precision) - 1 : MAX_L - 2;
+    const uint32_t k = precision == 1 ? 1 : 1 + rng_below(k_max);
     const size_t n = (size_t)channels * (1 + rng_below(5000));
     make_tables(&tt, channels, k, precision, 0);
     draw_symbols(&tt, g_sym, n);
@@ -305,7 +309,8 @@ static void test_single_symbol_alphabet(void) {
     rc_tables te = {esc_row, &esc_len, &off, 1, 2, 1};
     const int32_t vals[6] = {0, 7, 8, INT32_MIN, INT32_MAX, -5};
     int32_t dec[6];
-    CHECK_STATUS(rc_encode(&te, vals, 6, 0, g_buf, rc_encode_bound(6), &size, NULL, 0),
+    CHECK_STATUS(rc_encode(&te, vals, 6, 0, g_buf, rc_encode_bound(6), &size,
+                           NULL, 0),
                  RC_OK);
     CHECK_STATUS(rc_decode(&te, g_buf, size, 0, dec, 6, NULL, 0), RC_OK);
     CHECK(memcmp(vals, dec, sizeof(vals)) == 0);
@@ -343,7 +348,8 @@ static void test_size_close_to_ideal(void) {
     size_t i;
     for (i = 0; i < n; ++i) {
       const uint32_t c = (uint32_t)(i % 4);
-      if (g_sym[i] < tt.offset[c] || g_sym[i] >= tt.offset[c] + tt.cdf_length[c] - 2) {
+      const int32_t top = tt.offset[c] + tt.cdf_length[c] - 2;
+      if (g_sym[i] < tt.offset[c] || g_sym[i] >= top) {
         g_sym[i] = tt.offset[c];
       }
     }
@@ -369,7 +375,8 @@ static void test_truncation_and_bit_flips(void) {
     CHECK(rc_decode(&tt.t, p, cut, 77, g_dec, n, NULL, 0) != RC_OK);
     free(p);
   }
-  CHECK_STATUS(rc_decode(&tt.t, g_buf, size + 1, 77, g_dec, n, NULL, 0), RC_ERR_TRAILING);
+  CHECK_STATUS(rc_decode(&tt.t, g_buf, size + 1, 77, g_dec, n, NULL, 0),
+               RC_ERR_TRAILING);
   for (bit = 0; bit < size * 8; ++bit) {
     g_buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     CHECK(rc_decode(&tt.t, g_buf, size, 77, g_dec, n, NULL, 0) != RC_OK);
@@ -401,7 +408,8 @@ static void test_output_capacity(void) {
       CHECK(clean);
     }
   }
-  CHECK_STATUS(rc_encode(&tt.t, g_sym, n, 0, g_buf2, need, &size, NULL, 0), RC_OK);
+  CHECK_STATUS(rc_encode(&tt.t, g_sym, n, 0, g_buf2, need, &size, NULL, 0),
+               RC_OK);
   CHECK(size == need);
   CHECK(rc_encode_bound((size_t)-1) == 0);
 }
