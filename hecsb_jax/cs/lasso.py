@@ -7,9 +7,13 @@ Solves, for every image b independently,
 the objective of scikit-learn's ``Lasso`` (``n_samples`` = m measurements), so
 ``lam`` means the same thing as its ``alpha``. The solver is FISTA (Beck &
 Teboulle, 2009) with the gradient-based adaptive restart of O'Donoghue &
-Candes (2015), run on all images at once inside one ``lax.while_loop``:
+Candes (2015) and a continuation in lam, run on all images at once inside
+one ``lax.while_loop``:
 
-  y [B, m] --> FISTA (step 1/L, soft threshold lam/L) --> x [B, n] --> clip
+  y [B, m] --> FISTA (step 1/L, soft threshold lam_k/L) --> x [B, n] --> clip
+
+with L = sigma_max(A)^2 / m (the 1/(2m) scaling of the objective), computed
+once per call.
 
 The setting follows the CSGM / Sparse-Gen baselines: A has i.i.d. N(0, 1)
 entries, y = A x + 0.1 eps, lam around 0.1, the answer clipped to [0, 1].
