@@ -108,7 +108,8 @@ def run_dataset(
 
   start = time.perf_counter()
   vae = csgm.train_vae(train_x, val_x, epochs=config.vae.epochs,
-                       seed=config.seed, workdir=os.path.join(workdir, "vae"))
+                       seed=config.seed, workdir=os.path.join(workdir, "vae"),
+                       progress=progress)
   log(f"[{ds.name}] VAE trained in {time.perf_counter() - start:.0f} s")
 
   scores = {method: {} for method in METHODS}
