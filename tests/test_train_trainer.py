@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from hecsb_jax.models.uae import UncertaintyAutoencoder, uae_loss
+from hecsb_jax.models.uae import (
+    UncertaintyAutoencoder, decoder_kernels, uae_loss,
+)
 from hecsb_jax.train.trainer import FitConfig, fit
 
 
@@ -50,6 +52,28 @@ def test_same_seed_gives_identical_parameters():
   b = fit(_model(), uae_loss, x[:250], x[250:], cfg, progress=False)
   jax.tree.map(np.testing.assert_array_equal, _params(a.model),
                _params(b.model))
+
+
+def test_weight_decay_shrinks_only_the_masked_parameters():
+  # A loss with zero gradient isolates the decay: each step multiplies a
+  # decayed parameter by exactly (1 - lr * wd) and leaves the rest alone.
+  def flat_loss(model, x, rng):
+    loss, metrics = uae_loss(model, x, rng)
+    return 0.0 * loss, metrics
+
+  x = _data(300)
+  cfg = FitConfig(epochs=1, batch_size=50, learning_rate=1e-2,
+                  weight_decay=2.0)
+  before = _params(_model())
+  after = _params(fit(_model(), flat_loss, x[:250], x[250:], cfg,
+                      decay_mask=decoder_kernels, progress=False).model)
+  shrink = (1 - 1e-2 * 2.0) ** 5  # 250 / 50 steps
+  np.testing.assert_array_equal(after["encoder"]["w"], before["encoder"]["w"])
+  for i, layer in enumerate(before["decoder"]["layers"].values()):
+    got = after["decoder"]["layers"][i]
+    np.testing.assert_allclose(got["kernel"], shrink * layer["kernel"],
+                               rtol=1e-5)
+    np.testing.assert_array_equal(got["bias"], layer["bias"])
 
 
 class _Interrupt(Exception):

@@ -76,6 +76,18 @@ class UncertaintyAutoencoder(nnx.Module):
     self.encoder.project_()
 
 
+def decoder_kernels(params: nnx.State) -> nnx.State:
+  """Weight-decay mask over ``nnx.split(model, nnx.Param, ...)`` params.
+
+  Only the decoder's kernels decay. The measurement W is left alone: its
+  scale is already held by the Frobenius bound, and shrinking it would only
+  lower the signal-to-noise ratio of the channel.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: path[0].key == "decoder" and p.ndim >= 2, params
+  )
+
+
 def uae_loss(
     model: UncertaintyAutoencoder, x: jax.Array, rng: jax.Array
 ) -> tuple[jax.Array, dict[str, jax.Array]]:

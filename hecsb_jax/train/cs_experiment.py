@@ -30,7 +30,9 @@ import numpy as np
 
 from hecsb_jax.cs import csgm, lasso, pca
 from hecsb_jax.data import ImageDataset
-from hecsb_jax.models.uae import UncertaintyAutoencoder, uae_loss
+from hecsb_jax.models.uae import (
+    UncertaintyAutoencoder, decoder_kernels, uae_loss,
+)
 from hecsb_jax.train.trainer import FitConfig, fit
 
 METHODS = ("hecsb", "lasso", "csgm_vae", "pca")
@@ -74,11 +76,13 @@ def _train_uae(config, m, train_x, val_x, workdir, progress):
       epochs=config.uae.epochs,
       batch_size=config.uae.batch_size,
       learning_rate=config.uae.learning_rate,
+      weight_decay=config.uae.weight_decay,
       seed=config.seed + m,
   )
   fit(model, uae_loss, train_x, val_x, fit_config,
       workdir=os.path.join(workdir, f"uae_m{m}"),
       project_fn=lambda mdl: mdl.project_(),
+      decay_mask=decoder_kernels,
       desc=f"hecsb m={m}", progress=progress)
   return model
 

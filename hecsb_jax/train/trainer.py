@@ -39,6 +39,9 @@ class FitConfig:
     batch_size: examples per step; the last incomplete batch of an epoch is
       dropped (a fresh permutation each epoch sees every example over time).
     learning_rate: Adam step size.
+    weight_decay: decoupled weight decay (AdamW, Loshchilov & Hutter 2019)
+      per unit learning rate; 0 is plain Adam. Which parameters decay is
+      `fit`'s ``decay_mask``.
     seed: everything random in training derives from this.
     eval_chunk: validation examples per jitted evaluation call.
   """
@@ -46,6 +49,7 @@ class FitConfig:
   epochs: int
   batch_size: int = 100
   learning_rate: float = 1e-3
+  weight_decay: float = 0.0
   seed: int = 0
   eval_chunk: int = 10_000
 
@@ -57,6 +61,10 @@ class FitResult(NamedTuple):
   history: list[dict[str, float]]
 
 
+def _kernels(params: nnx.State) -> Any:
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def fit(
     model: nnx.Module,
     loss_fn: LossFn,
@@ -66,6 +74,7 @@ def fit(
     *,
     workdir: str | None = None,
     project_fn: Callable[[nnx.Module], None] | None = None,
+    decay_mask: Callable[[nnx.State], Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "train",
     progress: bool = True,
@@ -86,6 +95,9 @@ def fit(
     project_fn: called on the model after every optimizer step, inside the
       jitted step, to project parameters back onto a constraint set
       (projected gradient descent). It mutates the model in place.
+    decay_mask: ``params -> pytree of bools``, the parameters that
+      ``config.weight_decay`` shrinks; by default every parameter with two or
+      more dimensions (kernels, not biases or scales).
     on_epoch_end: called with ``(epoch, record)`` after each epoch is
       checkpointed (logging, early stopping by raising).
     desc: progress-bar label.
@@ -95,7 +107,11 @@ def fit(
     A `FitResult`.
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  tx = optax.adam(config.learning_rate)
+  if config.weight_decay:
+    tx = optax.adamw(config.learning_rate, weight_decay=config.weight_decay,
+                     mask=decay_mask or _kernels)
+  else:
+    tx = optax.adam(config.learning_rate)
   opt_state = tx.init(params)
   train_x = jnp.asarray(train_x, jnp.float32)
   val_x = jnp.asarray(val_x, jnp.float32)
