@@ -107,8 +107,10 @@ def main(argv=None) -> dict:
   notes = (
       f"Command: `python -m experiments.mnist_cs {' '.join(argv or sys.argv[1:])}`"
       f" — {minutes:.1f} min. sigma = {config.noise_std}; UAE/VAE "
-      f"{config.uae.epochs}/{config.vae.epochs} epochs; CSGM "
-      f"{config.csgm.num_restarts} restarts x {config.csgm.num_steps} steps."
+      f"{config.uae.epochs}/{config.vae.epochs} epochs; UAE weight decay "
+      f"per m from {tuple(config.uae.weight_decay_grid)} on validation "
+      f"l2; CSGM {config.csgm.num_restarts} restarts x "
+      f"{config.csgm.num_steps} steps."
   )
   with open(os.path.join(args.out, "results.md"), "w") as f:
     f.write(cs_report.results_markdown(results, notes))

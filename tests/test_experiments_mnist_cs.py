@@ -32,6 +32,12 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
       assert np.isfinite(score["l2_per_image"]) and score["l2_per_image"] > 0
       np.testing.assert_allclose(score["mse_per_pixel"] * 784,
                                  score["l2_per_image"], rtol=1e-6)
+    if method == "hecsb":
+      # One UAE per weight decay of the grid; the kept one has the lowest
+      # validation error, which is reported beside the test error.
+      for score in by_m.values():
+        assert score["weight_decay"] in (0.0, 1.0)
+        assert np.isfinite(score["val_l2_per_image"])
     if method != "lasso":
       assert by_m["25"]["l2_per_image"] < 60, method
       assert by_m["25"]["l2_per_image"] < by_m["2"]["l2_per_image"], method

@@ -63,9 +63,10 @@ def _measure(x, w, noise):
   return jnp.asarray(x) @ jnp.asarray(w).T + noise
 
 
-def _train_uae(config, m, train_x, val_x, workdir, progress):
+def _new_uae(config, m, weight_decay, n):
+  """A fresh UAE for n pixels and m measurements, and how to train it."""
   model = UncertaintyAutoencoder(
-      train_x.shape[1], m,
+      n, m,
       noise_std=config.noise_std,
       hidden=tuple(config.uae.hidden),
       activation=config.uae.activation,
@@ -76,15 +77,36 @@ def _train_uae(config, m, train_x, val_x, workdir, progress):
       epochs=config.uae.epochs,
       batch_size=config.uae.batch_size,
       learning_rate=config.uae.learning_rate,
-      weight_decay=config.uae.weight_decay,
+      weight_decay=weight_decay,
       seed=config.seed + m,
   )
-  fit(model, uae_loss, train_x, val_x, fit_config,
-      workdir=os.path.join(workdir, f"uae_m{m}"),
-      project_fn=lambda mdl: mdl.project_(),
-      decay_mask=decoder_kernels,
-      desc=f"hecsb m={m}", progress=progress)
-  return model
+  return model, fit_config
+
+
+def _fit_uae(config, m, train_x, val_x, val_eps, workdir, progress, log,
+             ds_name):
+  """Trains one UAE per weight decay in the grid; keeps the best on val.
+
+  The selection criterion is the experiment's own metric, the per-image
+  squared l2 error, on the validation split through a fixed noise draw;
+  the test images are never looked at.
+  """
+  best = None
+  for wd in config.uae.weight_decay_grid:
+    model, fit_config = _new_uae(config, m, wd, train_x.shape[1])
+    fit(model, uae_loss, train_x, val_x, fit_config,
+        workdir=os.path.join(workdir, f"uae_m{m}_wd{wd:g}"),
+        project_fn=lambda mdl: mdl.project_(),
+        decay_mask=decoder_kernels,
+        desc=f"hecsb m={m} wd={wd:g}", progress=progress)
+    y_val = _measure(val_x, model.encoder.w[...], val_eps)
+    val_l2 = _score(val_x, np.asarray(model.reconstruct(y_val)))[
+        "l2_per_image"]
+    log(f"[{ds_name}] m={m:<3d} hecsb     weight decay {wd:g}: "
+        f"val l2/image {val_l2:.3f}")
+    if best is None or val_l2 < best[0]:
+      best = (val_l2, wd, model)
+  return best
 
 
 def run_dataset(
@@ -139,9 +161,13 @@ def run_dataset(
           f"  ({seconds:.0f} s)")
 
     t = time.perf_counter()
-    uae = _train_uae(config, m, train_x, val_x, workdir, progress)
+    val_eps = sigma * jax.random.normal(jax.random.fold_in(m_key, 5),
+                                        (val_x.shape[0], m))
+    val_l2, wd, uae = _fit_uae(config, m, train_x, val_x, val_eps, workdir,
+                               progress, log, ds.name)
     y = _measure(x_test, uae.encoder.w[...], sigma * eps)
-    record("hecsb", uae.reconstruct(y), t)
+    record("hecsb", uae.reconstruct(y), t, weight_decay=float(wd),
+           val_l2_per_image=float(val_l2))
 
     t = time.perf_counter()
     p = pca.fit_pca(train_x, m)

@@ -18,6 +18,13 @@ METHOD_LABELS = {
 }
 
 
+# (method, score key, words): hyperparameters picked per m on validation.
+_CHOSEN_ON_VALIDATION = (
+    ("hecsb", "weight_decay", "weight decay"),
+    ("lasso", "lambda", "lambda"),
+)
+
+
 def results_markdown(
     results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     notes: str = "",
@@ -56,6 +63,15 @@ def results_markdown(
           cells.append(f"{v:.3f}")
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
+    chosen = [
+        f"{METHOD_LABELS[meth]} {what} "
+        + ", ".join(f"{by_method[meth][str(m)][key]:g} (m={m})"
+                    for m in ms if key in by_method[meth].get(str(m), {}))
+        for meth, key, what in _CHOSEN_ON_VALIDATION
+        if any(key in v for v in by_method.get(meth, {}).values())
+    ]
+    if chosen:
+      lines += ["Chosen on validation images: " + "; ".join(chosen) + ".", ""]
   return "\n".join(lines)
 
 
