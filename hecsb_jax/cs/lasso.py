@@ -37,8 +37,10 @@ DEFAULT_TOL = 1e-5
 # FISTA started at the small target lam (Hale, Yin & Zhang, 2008, "fixed-point
 # continuation"); it only changes the path, not the minimiser.
 _CONTINUATION_RATE = 0.01
-# Half-decade steps around the 0.1 of the CSGM setup.
-DEFAULT_LAMBDA_GRID = tuple(float(v) for v in np.logspace(-4, 0, 9))
+# Half-decade steps around the 0.1 of the CSGM setup, up to 100: with few
+# measurements in the pixel basis validation often prefers a large lam, and
+# past lam_max (tens, for MNIST) the answer is the all-zero image.
+DEFAULT_LAMBDA_GRID = tuple(float(v) for v in np.logspace(-4, 2, 13))
 
 
 def lasso_objective(A, y, x, lam):
