@@ -23,7 +23,7 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
   assert set(on_disk["mnist"]) == {"hecsb", "lasso", "csgm_vae", "pca"}
   # The all-zero guess costs sum(x^2), about 80 per MNIST image: the learned
   # methods must do far better at m = 25. (LASSO in the pixel basis is about
-  # as bad as that guess for m <= 25, as in Bora et al. 2017, Fig. 1; its
+  # as bad as that guess for m <= 25, as in Bora et al. 2017; its
   # solver is checked against scikit-learn in test_cs_lasso.py.)
   for method, by_m in on_disk["mnist"].items():
     assert set(by_m) == {"2", "25"}, method
