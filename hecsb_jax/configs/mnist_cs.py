@@ -14,6 +14,8 @@ run on a 2-core CPU.
 
 import ml_collections
 
+from hecsb_jax.cs import lasso
+
 MEASUREMENTS = (2, 5, 10, 25, 50, 100)
 
 
@@ -51,8 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # lambda in scikit-learn's convention, picked per m on validation
       # images (never on test images). The grid reaches past lam_max: for
       # small m, validation picks the all-zero answer over any l1 recovery.
-      lambda_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0,
-                   10.0, 30.0, 100.0),
+      lambda_grid=lasso.DEFAULT_LAMBDA_GRID,
       val_images=100,
   ))
 

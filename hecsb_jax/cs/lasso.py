@@ -37,10 +37,11 @@ DEFAULT_TOL = 1e-5
 # FISTA started at the small target lam (Hale, Yin & Zhang, 2008, "fixed-point
 # continuation"); it only changes the path, not the minimiser.
 _CONTINUATION_RATE = 0.01
-# Half-decade steps around the 0.1 of the CSGM setup, up to 100: with few
+# 1-3-10 steps around the 0.1 of the CSGM setup, up to 100: with few
 # measurements in the pixel basis validation often prefers a large lam, and
 # past lam_max (tens, for MNIST) the answer is the all-zero image.
-DEFAULT_LAMBDA_GRID = tuple(float(v) for v in np.logspace(-4, 2, 13))
+DEFAULT_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0,
+                       10.0, 30.0, 100.0)
 
 
 def lasso_objective(A, y, x, lam):
