@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from hecsb_jax import coding
+from hecsb_jax.coding import CodingTables
 from hecsb_jax.coding import DecodeError
 from hecsb_jax.entropy import rate
-from hecsb_jax.entropy.tables import CodingTables
-from hecsb_jax.entropy.tables import tables_from_pmf
+from hecsb_jax.entropy import tables_from_pmf
 
 STATE_BYTES = 8  # the rANS final state at the head of every payload
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from hecsb_jax import coding
-from hecsb_jax.entropy.tables import CodingTables
-from hecsb_jax.entropy.tables import tables_from_pmf
+from hecsb_jax.coding import CodingTables
+from hecsb_jax.entropy import tables_from_pmf
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REGENERATE = os.environ.get("REGENERATE_GOLDEN") == "1"

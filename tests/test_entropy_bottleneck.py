@@ -10,9 +10,10 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from hecsb_jax.coding import CodingTables
 from hecsb_jax.entropy import bottleneck as bottleneck_lib
 from hecsb_jax.entropy import rate
-from hecsb_jax.entropy import tables as tables_lib
+from hecsb_jax.entropy import tables_from_pmf
 
 C = 8
 # Per-channel Laplace scales, from nearly deterministic to wide, as in a
@@ -170,7 +171,7 @@ def test_support_holds_all_but_the_tail_mass(trained):
 
 
 def test_tables_have_the_coder_layout(tables):
-  assert isinstance(tables, tables_lib.CodingTables)
+  assert isinstance(tables, CodingTables)
   assert tables.cdf.dtype == np.int32 and tables.cdf.shape[0] == C
   assert tables.precision == 16
   for c in range(C):
@@ -191,7 +192,7 @@ def test_estimated_bits_match_integer_tables(trained, tables):
 
 
 def test_symbol_bits_charge_escapes_per_format():
-  table = tables_lib.tables_from_pmf(
+  table = tables_from_pmf(
       np.array([[0.25, 0.5, 0.25]]), np.array([-1], np.int32), precision=8
   )
   freq = np.diff(table.cdf[0, : table.cdf_length[0]])
@@ -254,7 +255,7 @@ def test_tables_survive_checkpoint_save_and_restore(tables, tmp_path):
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
   assert int(restored["precision"]) == tables.precision
-  again = tables_lib.CodingTables(
+  again = CodingTables(
       cdf=np.asarray(restored["cdf"]),
       cdf_length=np.asarray(restored["cdf_length"]),
       offset=np.asarray(restored["offset"]),

@@ -15,7 +15,7 @@ import numpy as np
 
 from hecsb_jax.coding import _rc
 from hecsb_jax.coding import container
-from hecsb_jax.entropy.tables import CodingTables
+from hecsb_jax.coding.tables import CodingTables
 
 DecodeError = _rc.DecodeError
 
@@ -33,7 +33,8 @@ def compress(symbols, tables: CodingTables) -> bytes:
       int32, e.g. a JAX array of rounded latents); C = tables' channels,
       channels last. Values outside a channel's table are coded exactly
       through the escape bin.
-    tables: `CodingTables` (int32 arrays, as `tables_from_pmf` makes them).
+    tables: `CodingTables` (int32 arrays, as `load_tables` or
+      `hecsb_jax.entropy.build_tables` returns them).
 
   Returns:
     The container: header (magic, version, model id, shape) + payload.

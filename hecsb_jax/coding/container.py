@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hecsb_jax.coding import _rc
-from hecsb_jax.entropy.tables import CodingTables
+from hecsb_jax.coding.tables import CodingTables
 
 MAGIC = b"HJRC"
 FORMAT_VERSION = _rc.FORMAT_VERSION

@@ -1,16 +1,18 @@
 """Entropy model: factorized prior, bottleneck and integer coding tables.
 
-Importing this package does not import JAX. `CodingTables` and
-`tables_from_pmf` (numpy only, tables.py) are loaded eagerly, so the edge
-side can read tables without JAX; the JAX pieces (`FactorizedPrior`,
+Importing this package does not import JAX: `tables_from_pmf` (numpy only,
+tables.py) is loaded eagerly, and the JAX pieces (`FactorizedPrior`,
 `EntropyBottleneck`, `build_tables`, `round_st`) are imported on first
-access through the module-level `__getattr__` below.
+access through the module-level `__getattr__` below. The table format
+(`CodingTables`, its validation and .npz I/O) belongs to `hecsb_jax.coding`,
+which this package builds on; `CodingTables` is re-exported here so older
+imports keep working.
 """
 
 import importlib
 from typing import Any
 
-from hecsb_jax.entropy.tables import CodingTables
+from hecsb_jax.coding.tables import CodingTables
 from hecsb_jax.entropy.tables import tables_from_pmf
 
 # Public name -> submodule that defines it (imported on first access).

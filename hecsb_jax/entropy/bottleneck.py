@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hecsb_jax.coding import tables as coding_tables
 from hecsb_jax.entropy import prior as prior_lib
 from hecsb_jax.entropy import tables as tables_lib
 
@@ -208,7 +209,7 @@ def build_tables(
     prior_or_bottleneck: prior_lib.FactorizedPrior | EntropyBottleneck,
     precision: int = 16,
     tail_mass: float = 2**-8,
-) -> tables_lib.CodingTables:
+) -> coding_tables.CodingTables:
   """Integer coding tables for a trained prior, built once on the host.
 
   Every channel gets the same number of symbols K (the widest support), each

@@ -11,7 +11,7 @@ Escapes follow native/rc.h ("Symbols"): a value outside
 bits, where d = 2(−1 − idx) for idx < 0, d = 2(idx − K) + 1 for idx ≥ K, and
 u = bit_length(d + 1) − 1.
 
-numpy only, so the edge side can use it without JAX.
+numpy only (no JAX).
 """
 
 import numpy as np
@@ -25,7 +25,7 @@ def symbol_bits(symbols: np.ndarray, tables) -> np.ndarray:
 
   Args:
     symbols: [..., C] integer array; channel = last index.
-    tables: `hecsb_jax.entropy.CodingTables` with C channels.
+    tables: `hecsb_jax.coding.CodingTables` with C channels.
 
   Returns:
     [..., C] float64 bits per symbol.
