@@ -2,6 +2,7 @@
 
     python -m benchmarks.entropy_coding            # 10^6 symbols + one image
     python -m benchmarks.entropy_coding --quick    # 10^5 symbols, fewer reps
+    python -m benchmarks.entropy_coding --setup-tfc-venv   # + the tfc column
 
 For the same symbols and the same integer tables, in one run, it prints the
 encode and decode throughput (million symbols per second, best of several
@@ -11,9 +12,12 @@ repeats, wall clock) and the bits per symbol of
   2. constriction 0.5.0's range coder (`constriction.stream.queue`);
   3. tensorflow-compression 2.14.1's range coder
      (`tfc.create_range_encoder` / `entropy_encode_channel` ...), run in its
-     own virtual environment (TF 2.14 needs numpy 1.26) that this script
-     creates on first use under ~/.cache/hecsb_jax/tfc-venv and reuses; if it
-     cannot be made, that column is skipped with the reason.
+     own virtual environment (TF 2.14 needs numpy 1.26), by default
+     ~/.cache/hecsb_jax/tfc-venv (`--tfc-venv`). The script never creates it
+     unasked: with `--setup-tfc-venv` it makes the venv and pip-installs
+     TFC_REQUIREMENTS there (about 590 MB downloaded, 1.9 GB on disk, several
+     minutes, once); later runs reuse it without the flag. Without it, or if
+     it cannot be made, the tfc row is skipped with a one-line reason.
 
 Workload. Tables come from a learned-like latent: C channels, each a
 discretized Laplace with its own scale (log-uniform, most channels narrow,
@@ -41,7 +45,6 @@ How each reference is used (the fastest honest way through its Python API):
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -53,7 +56,7 @@ import numpy as np
 
 from hecsb_jax import coding
 from hecsb_jax.entropy import rate
-from hecsb_jax.entropy import tables as tables_lib
+from hecsb_jax.entropy import tables_from_pmf
 
 PRECISION = 16
 TAIL_MASS = 2**-8
@@ -63,6 +66,10 @@ TFC_REQUIREMENTS = (
     "numpy==1.26.*",
 )
 DEFAULT_TFC_VENV = Path.home() / ".cache" / "hecsb_jax" / "tfc-venv"
+# Measured for Python 3.11 on x86-64 Linux: the wheels of TFC_REQUIREMENTS
+# and their dependencies, and the finished venv.
+TFC_DOWNLOAD_MB = 590
+TFC_DISK_MB = 1900
 
 
 # ---------------------------------------------------------------------------
@@ -70,7 +77,7 @@ DEFAULT_TFC_VENV = Path.home() / ".cache" / "hecsb_jax" / "tfc-venv"
 # ---------------------------------------------------------------------------
 
 
-def laplace_tables(num_channels: int, seed: int) -> tables_lib.CodingTables:
+def laplace_tables(num_channels: int, seed: int) -> coding.CodingTables:
   """16-bit tables of discretized Laplace densities with per-channel scales.
 
   Args:
@@ -94,11 +101,11 @@ def laplace_tables(num_channels: int, seed: int) -> tables_lib.CodingTables:
     return np.where(x < 0, half_tail, 1.0 - half_tail)
 
   pmf = cdf(k + 0.5) - cdf(k - 0.5)
-  return tables_lib.tables_from_pmf(pmf, lo.astype(np.int32), PRECISION)
+  return tables_from_pmf(pmf, lo.astype(np.int32), PRECISION)
 
 
 def draw_symbols(
-    tables: tables_lib.CodingTables, rows: int, seed: int
+    tables: coding.CodingTables, rows: int, seed: int
 ) -> np.ndarray:
   """[rows, C] int32 symbols drawn from the integer tables, escapes excluded."""
   rs = np.random.default_rng(seed)
@@ -252,18 +259,30 @@ def _tfc_python(venv: Path) -> Path:
   return venv / "bin" / "python"
 
 
-def ensure_tfc_venv(venv: Path, base_python: str) -> tuple[Path | None, str]:
-  """Creates (or reuses) the tfc virtual environment.
+def tfc_venv_ready(venv: Path) -> bool:
+  """Whether `venv` holds a finished tfc environment for TFC_REQUIREMENTS."""
+  marker = venv / ".hecsb_ready"
+  return marker.exists() and marker.read_text() == "\n".join(TFC_REQUIREMENTS)
+
+
+def tfc_setup_hint(venv: Path) -> str:
+  """One line: what `--setup-tfc-venv` would do."""
+  return (
+      f"--setup-tfc-venv would create a venv at {venv} and pip install"
+      f" {' '.join(TFC_REQUIREMENTS)} (about {TFC_DOWNLOAD_MB} MB"
+      f" downloaded, {TFC_DISK_MB} MB on disk)"
+  )
+
+
+def setup_tfc_venv(venv: Path, base_python: str) -> tuple[Path | None, str]:
+  """Creates (or remakes) the tfc virtual environment; asked for by a flag.
 
   Returns:
     (python executable or None, a message saying what happened).
   """
-  marker = venv / ".hecsb_ready"
-  want = "\n".join(TFC_REQUIREMENTS)
-  if marker.exists() and marker.read_text() == want:
-    return _tfc_python(venv), f"reusing {venv}"
   print(f"[tfc] creating {venv} with {' '.join(TFC_REQUIREMENTS)} "
-        "(several minutes, once)", flush=True)
+        f"(about {TFC_DOWNLOAD_MB} MB to download, several minutes, once)",
+        flush=True)
   try:
     subprocess.run([base_python, "-m", "venv", "--clear", str(venv)],
                    check=True, capture_output=True, text=True, timeout=300)
@@ -281,8 +300,19 @@ def ensure_tfc_venv(venv: Path, base_python: str) -> tuple[Path | None, str]:
     detail = getattr(e, "stderr", None) or str(e)
     tail = "\n".join(str(detail).strip().splitlines()[-5:])
     return None, f"could not build the tfc environment at {venv}: {tail}"
-  marker.write_text(want)
+  (venv / ".hecsb_ready").write_text("\n".join(TFC_REQUIREMENTS))
   return _tfc_python(venv), f"created {venv}"
+
+
+def tfc_python(args) -> tuple[Path | None, str]:
+  """The tfc interpreter to use (or None) and a one-line note on why."""
+  if args.no_tfc:
+    return None, "skipped (--no-tfc)"
+  if tfc_venv_ready(args.tfc_venv):
+    return _tfc_python(args.tfc_venv), f"reusing {args.tfc_venv}"
+  if args.setup_tfc_venv:
+    return setup_tfc_venv(args.tfc_venv, args.tfc_python)
+  return None, f"skipped: no tfc environment; {tfc_setup_hint(args.tfc_venv)}"
 
 
 def run_tfc(workloads, python: Path) -> dict:
@@ -358,10 +388,17 @@ def main(argv=None):
   parser.add_argument("--channels", type=int, default=192)
   parser.add_argument("--repeats", type=int, default=None)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--tfc-venv", type=Path, default=DEFAULT_TFC_VENV)
+  parser.add_argument("--tfc-venv", type=Path, default=DEFAULT_TFC_VENV,
+                      help="where the tensorflow-compression venv lives")
+  parser.add_argument(
+      "--setup-tfc-venv", action="store_true",
+      help=f"create the tfc venv if it is missing or outdated: pip install"
+      f" {' '.join(TFC_REQUIREMENTS)} into --tfc-venv (about"
+      f" {TFC_DOWNLOAD_MB} MB downloaded, {TFC_DISK_MB} MB on disk)")
   parser.add_argument("--tfc-python", default=sys.executable,
                       help="interpreter that creates the tfc venv (3.9-3.11)")
-  parser.add_argument("--no-tfc", action="store_true")
+  parser.add_argument("--no-tfc", action="store_true",
+                      help="skip tfc even if its venv exists")
   args = parser.parse_args(argv)
 
   num_symbols = args.num_symbols or (10**5 if args.quick else 10**6)
@@ -377,14 +414,13 @@ def main(argv=None):
                     20 * repeats),
   }
 
-  tfc_results, tfc_note = {}, "skipped (--no-tfc)"
-  if not args.no_tfc:
-    python, tfc_note = ensure_tfc_venv(args.tfc_venv, args.tfc_python)
-    if python is not None:
-      try:
-        tfc_results = run_tfc(workloads, python)
-      except (RuntimeError, subprocess.TimeoutExpired) as e:
-        tfc_note = f"tfc run failed: {e}"
+  tfc_results = {}
+  python, tfc_note = tfc_python(args)
+  if python is not None:
+    try:
+      tfc_results = run_tfc(workloads, python)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+      tfc_note = f"tfc run failed: {e}"
   print(f"[tfc] {tfc_note}")
 
   for name, (symbols, tables, reps) in workloads.items():
