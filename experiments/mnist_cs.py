@@ -5,7 +5,13 @@ r"""Compressed sensing on MNIST and Omniglot: HECS-B vs LASSO, CSGM-VAE, PCA.
 
 Writes under --out (default runs/mnist_cs): results.json, results.md,
 error_vs_m.png, reconstructions.png, and the training checkpoints (ckpt/),
-from which an interrupted run resumes.
+from which an interrupted run resumes. A checkpoint made with other
+settings (another --seed, --epochs, --quick, other data) is refused, not
+reused: pick another --out, or pass --overwrite to retrain from scratch.
+
+Options and data are checked before any training; a bad one ends the run
+with a one-line `error: ...` and exit status 2 (--debug shows the
+traceback).
 """
 
 from __future__ import annotations
@@ -13,13 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
+import traceback
 
+from experiments import cs_report
+from experiments.cs_comparison import run_dataset
 from hecsb_jax.configs import mnist_cs as mnist_cs_config
+from hecsb_jax.data import DataFormatError
+from hecsb_jax.data import IMAGE_SHAPE
 from hecsb_jax.data import load_dataset
-from hecsb_jax.train import cs_report
-from hecsb_jax.train.cs_experiment import run_dataset
+from hecsb_jax.train.checkpoint import CheckpointMismatchError
 
 SHOWN_MS = (2, 10, 50)
 
@@ -60,11 +71,24 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true",
                  help="a few-minute run that still trains every method")
   p.add_argument("--out", default=os.path.join("runs", "mnist_cs"))
+  p.add_argument("--overwrite", action="store_true",
+                 help="delete the checkpoints under --out first (instead "
+                 "of refusing ones made with other settings)")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--debug", action="store_true",
+                 help="on an error, show the whole traceback")
   args = p.parse_args(argv)
   if args.source == "local" and args.data_dir is None:
     p.error("--data-dir is required with --source local (the folder that "
             "holds mnist/ and omniglot/, e.g. ../shared/data)")
+  num_pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+  if args.m is not None and max(args.m) > num_pixels:
+    p.error(f"--m {max(args.m)} is more measurements than the {num_pixels}"
+            " pixels of an image")
+  for name in ("epochs", "eval_images"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
   return args
 
 
@@ -85,29 +109,34 @@ def build_config(args):
   return config
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def run(args: argparse.Namespace, argv_text: str) -> dict:
+  """The experiment; raises on bad data or stale checkpoints."""
   config = build_config(args)
+  # Every dataset is read (and checked) before anything is trained.
+  datasets = [load_dataset(name, args.data_dir, source=args.source)
+              for name in config.datasets]
+  if args.overwrite:
+    shutil.rmtree(os.path.join(args.out, "ckpt"), ignore_errors=True)
   os.makedirs(args.out, exist_ok=True)
   print(f"config:\n{config}", flush=True)
 
   results, shown, recons = {}, {}, {}
   started = time.perf_counter()
-  for name in config.datasets:
-    ds = load_dataset(name, args.data_dir, source=args.source)
-    run = run_dataset(ds, config, os.path.join(args.out, "ckpt", name),
+  for ds in datasets:
+    run = run_dataset(ds, config, os.path.join(args.out, "ckpt", ds.name),
                       progress=not args.no_progress)
-    results[name] = run.scores
-    shown[name] = run.shown
-    recons[name] = run.reconstructions
+    results[ds.name] = run.scores
+    shown[ds.name] = run.shown
+    recons[ds.name] = run.reconstructions
     with open(os.path.join(args.out, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
 
   minutes = (time.perf_counter() - started) / 60
   notes = (
-      f"Command: `python -m experiments.mnist_cs {' '.join(argv or sys.argv[1:])}`"
+      f"Command: `python -m experiments.mnist_cs {argv_text}`"
       f" — {minutes:.1f} min. sigma = {config.noise_std}; UAE/VAE "
-      f"{config.uae.epochs}/{config.vae.epochs} epochs; UAE weight decay "
+      f"{config.uae.epochs}/{config.vae.epochs} epochs"
+      f" ({config.uae.schedule} learning rate); UAE weight decay "
       f"per m from {tuple(config.uae.weight_decay_grid)} on validation "
       f"l2; CSGM {config.csgm.num_restarts} restarts x "
       f"{config.csgm.num_steps} steps."
@@ -123,6 +152,23 @@ def main(argv=None) -> dict:
   print(f"wrote {args.out}/results.json, results.md, error_vs_m.png, "
         "reconstructions.png")
   return results
+
+
+def main(argv=None) -> dict:
+  """The command line: errors end in one line and exit status 2."""
+  args = parse_args(argv)
+  argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+  try:
+    return run(args, argv_text)
+  except (OSError, DataFormatError, CheckpointMismatchError) as e:
+    if args.debug:
+      traceback.print_exc()
+    message = str(e)
+    if isinstance(e, CheckpointMismatchError):
+      message += (f". Use another --out, or --overwrite to delete"
+                  f" {os.path.join(args.out, 'ckpt')} and retrain")
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

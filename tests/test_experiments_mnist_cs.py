@@ -28,7 +28,14 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
   for method, by_m in on_disk["mnist"].items():
     assert set(by_m) == {"2", "25"}, method
     for m, score in by_m.items():
-      assert score["num_images"] == 40
+      # The quick config scores its first 1,000 test images; CSGM only the
+      # fixed subset, which every method is also scored on.
+      if method == "csgm_vae":
+        assert (score["eval_set"], score["num_images"]) == ("subset", 40)
+        assert score["subset_l2_per_image"] == score["l2_per_image"]
+      else:
+        assert (score["eval_set"], score["num_images"]) == ("full", 1000)
+      assert score["subset_num_images"] == 40
       assert np.isfinite(score["l2_per_image"]) and score["l2_per_image"] > 0
       np.testing.assert_allclose(score["mse_per_pixel"] * 784,
                                  score["l2_per_image"], rtol=1e-6)
@@ -43,22 +50,48 @@ def test_quick_run_writes_every_result(tmp_path, shared_data):
       assert by_m["25"]["l2_per_image"] < by_m["2"]["l2_per_image"], method
   table = (out / "results.md").read_text()
   assert "| 25 |" in table and "HECS-B" in table
+  assert "the whole test set (1000 images" in table
+  assert "the fixed subset (40 test images" in table
   for png in ("error_vs_m.png", "reconstructions.png"):
     assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_resumes_from_checkpoints(tmp_path, shared_data):
+def _ckpt_files(out):
+  return {p: p.stat().st_mtime_ns for p in (out / "ckpt").rglob("*")
+          if p.is_file()}
+
+
+def test_rerun_trains_nothing_and_a_changed_setting_is_refused(
+    tmp_path, shared_data, capsys):
   data_dir = shared_data("mnist").parent
   args = ["--quick", "--dataset", "mnist", "--m", "2", "--epochs", "1",
           "--data-dir", str(data_dir), "--out", str(tmp_path),
           "--no-progress", "--eval-images", "20"]
   first = mnist_cs.main(args)
+  files = _ckpt_files(tmp_path)
+  assert any("uae_m2" in str(p) for p in files)
   second = mnist_cs.main(args)
-  # Training resumed from finished checkpoints: the learned methods give
-  # exactly the same reconstructions, hence the same errors.
-  for method in ("hecsb", "pca", "lasso"):
+  # Every model came from its finished checkpoint: no file was rewritten
+  # (a trained epoch writes one), and the reconstructions are the same.
+  assert _ckpt_files(tmp_path) == files
+  for method in ("hecsb", "pca", "lasso", "csgm_vae"):
     assert first["mnist"][method]["2"]["l2_per_image"] == (
         second["mnist"][method]["2"]["l2_per_image"])
+  capsys.readouterr()
+
+  # The same --out with another setting: refused, nothing overwritten.
+  with pytest.raises(SystemExit) as e:
+    mnist_cs.main(args[:6] + ["2"] + args[7:])  # --epochs 2
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "\n" not in err
+  assert "epochs: 1 in the checkpoint, 2 now" in err
+  assert "--overwrite" in err and "another --out" in err
+  assert _ckpt_files(tmp_path) == files
+
+  # --overwrite retrains from scratch.
+  mnist_cs.main(args[:6] + ["2"] + args[7:] + ["--overwrite"])
+  assert _ckpt_files(tmp_path) != files
 
 
 def test_bad_measurement_list_is_a_clear_error(capsys):
@@ -67,9 +100,22 @@ def test_bad_measurement_list_is_a_clear_error(capsys):
   assert "--m takes integers" in capsys.readouterr().err
 
 
-def test_missing_data_dir_names_the_path(tmp_path):
+def test_impossible_m_is_refused_before_any_work(capsys):
+  with pytest.raises(SystemExit) as e:
+    mnist_cs.parse_args(["--m", "2,1000", "--data-dir", "x"])
+  assert e.value.code == 2
+  assert "1000 is more measurements than the 784 pixels" in (
+      capsys.readouterr().err)
+
+
+def test_missing_data_dir_is_one_line_naming_the_path(tmp_path, capsys):
   missing = tmp_path / "nowhere"
-  with pytest.raises(FileNotFoundError, match="nowhere"):
+  with pytest.raises(SystemExit) as e:
     mnist_cs.main(["--quick", "--dataset", "mnist", "--data-dir",
                    str(missing), "--out", str(tmp_path / "o"),
                    "--no-progress"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "nowhere" in err
+  assert "Traceback" not in err and "\n" not in err
+  assert not (tmp_path / "o").exists()  # nothing was started

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hecsb_jax.cs.csgm import train_vae
+from hecsb_jax.train.trainer import FitConfig, fit
 from hecsb_jax.models.vae import VAE, vae_loss
 
 
@@ -69,7 +69,8 @@ def test_training_lowers_negative_elbo_on_mnist(mnist_dir):
   before, _ = vae_loss(VAE(rngs=nnx.Rngs(0)), jnp.asarray(val_x),
                        jax.random.key(0))
   # 3 epochs of 10 steps: a few dozen Adam steps.
-  vae = train_vae(train_x, val_x, epochs=3, seed=0, progress=False)
+  vae = fit(VAE(rngs=nnx.Rngs(0)), vae_loss, train_x, val_x,
+            FitConfig(epochs=3), progress=False).model
   after, metrics = vae_loss(vae, jnp.asarray(val_x), jax.random.key(0))
   # An untrained decoder scores ~784 ln 2 ~ 543 nats; a few dozen steps
   # learn at least the mean image, which is far better.

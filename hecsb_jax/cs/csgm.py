@@ -17,8 +17,6 @@ All B * R latent vectors are optimised together in one jitted scan. Their
 losses are summed, which leaves each vector's gradient equal to that of its
 own loss, and Adam is elementwise, so every (image, restart) pair follows
 exactly the trajectory it would follow alone.
-
-`train_vae` fits the generator with the project's trainer.
 """
 
 from __future__ import annotations
@@ -30,11 +28,8 @@ from typing import Any, Callable
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from hecsb_jax.models.vae import VAE, vae_loss
-from hecsb_jax.train.trainer import FitConfig, fit
 
 DEFAULT_NUM_RESTARTS = 10
 DEFAULT_NUM_STEPS = 1000
@@ -204,37 +199,3 @@ def csgm_recover(
       latent_dim=latent_dim,
   )
   return x_hat
-
-
-def train_vae(
-    train_x: np.ndarray,
-    val_x: np.ndarray,
-    *,
-    epochs: int,
-    seed: int,
-    workdir: str | None = None,
-    batch_size: int = 100,
-    learning_rate: float = 1e-3,
-    progress: bool = True,
-) -> VAE:
-  """Trains the CSGM generator, a 784-500-500-20 VAE (Adam, batch 100).
-
-  Args:
-    train_x: [N, 784] float32 training images in [0, 1].
-    val_x: [N_val, 784] float32 validation images (best epoch selection).
-    epochs: passes over the training set.
-    seed: initialisation and training randomness.
-    workdir: checkpoint folder; an interrupted run resumes from it.
-    batch_size: examples per Adam step.
-    learning_rate: Adam step size.
-    progress: show the trainer's progress bar.
-
-  Returns:
-    The VAE with the parameters of its best validation epoch.
-  """
-  model = VAE(np.shape(train_x)[1], rngs=nnx.Rngs(seed))
-  config = FitConfig(epochs=epochs, batch_size=batch_size,
-                     learning_rate=learning_rate, seed=seed)
-  result = fit(model, vae_loss, train_x, val_x, config, workdir=workdir,
-               desc="vae", progress=progress)
-  return result.model

@@ -7,6 +7,7 @@
 # Importing the loader modules registers them with `load_dataset`.
 from hecsb_jax.data import mnist
 from hecsb_jax.data import omniglot
+from hecsb_jax.data.dataset import IMAGE_SHAPE
 from hecsb_jax.data.dataset import dataset_names
 from hecsb_jax.data.dataset import ImageDataset
 from hecsb_jax.data.dataset import load_dataset
@@ -15,6 +16,7 @@ from hecsb_jax.data.errors import DataFormatError
 
 __all__ = [
     "DataFormatError",
+    "IMAGE_SHAPE",
     "ImageDataset",
     "Split",
     "dataset_names",

@@ -3,7 +3,8 @@
 Each checkpoint step holds two items:
   * ``state``: a pytree of arrays (parameters, optimizer state, the best
     parameters so far), saved and restored exactly (bit for bit);
-  * ``meta``: JSON (epoch, best validation loss, history), human-readable.
+  * ``meta``: JSON (epoch, best validation loss, history, and the
+    fingerprint of what made the checkpoint), human-readable.
 
 Restoring needs an abstract target (``jax.eval_shape`` of a freshly built
 state) so arrays come back with the right tree structure and dtypes.
@@ -11,8 +12,9 @@ state) so arrays come back with the right tree structure and dtypes.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -48,6 +50,12 @@ class TrainCheckpointer:
     )
     self._manager.wait_until_finished()
 
+  def restore_meta(self, step: int) -> dict[str, Any]:
+    """The JSON record saved at ``step``, without touching the arrays."""
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored["meta"]
+
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores ``(state, meta)`` saved at ``step`` into ``abstract_state``."""
     abstract_state = jax.tree.map(
@@ -64,3 +72,51 @@ class TrainCheckpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint was made by a different run than the one resuming it.
+
+  Attributes:
+    directory: the checkpoint folder.
+    differences: ``[(field, saved value, current value), ...]``, fields as
+      dotted paths into the fingerprint.
+  """
+
+  def __init__(self, directory: str, differences: list[tuple[str, Any, Any]]):
+    self.directory = directory
+    self.differences = differences
+    shown = "; ".join(f"{field}: {saved!r} in the checkpoint, {now!r} now"
+                      for field, saved, now in differences[:8])
+    more = len(differences) - 8
+    super().__init__(
+        f"the checkpoint in {directory} was made with other settings"
+        f" ({shown}{f'; and {more} more' if more > 0 else ''}); train into"
+        " another directory, or delete this one to start over"
+    )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, Mapping):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out if tree or not prefix else {prefix: {}}
+  return {prefix: tree}
+
+
+def compare_fingerprints(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+  """The fields where two fingerprints differ, after a JSON round trip.
+
+  A missing fingerprint (a checkpoint from before fingerprints) differs
+  from every current one.
+  """
+  current = json.loads(json.dumps(current))
+  if saved is None:
+    return [("fingerprint", None, "present")]
+  a, b = _flatten(saved), _flatten(current)
+  return [(k, a.get(k, "<absent>"), b.get(k, "<absent>"))
+          for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") !=
+          b.get(k, "<absent>")]

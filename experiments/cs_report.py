@@ -25,43 +25,59 @@ _CHOSEN_ON_VALIDATION = (
 )
 
 
+def _table(by_method, methods, ms, value, marked=()) -> list[str]:
+  """Rows = m, columns = methods; the lowest unmarked value in bold."""
+  lines = ["| m | " + " | ".join(
+      METHOD_LABELS[m] + (" †" if m in marked else "") for m in methods)
+           + " |", "|---:|" + "---:|" * len(methods)]
+  for m in ms:
+    vals = [value(by_method[meth].get(str(m))) for meth in methods]
+    best = min((v for v, meth in zip(vals, methods)
+                if v is not None and meth not in marked), default=None)
+    cells = ["–" if v is None else f"**{v:.3f}**" if v == best
+             else f"{v:.3f}" for v in vals]
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def results_markdown(
     results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     notes: str = "",
 ) -> str:
-  """One table per dataset: rows = m, columns = methods, l2 per image."""
+  """Per dataset: the whole test set's table, then the fixed subset's.
+
+  Rows = m, columns = methods, per-image squared l2 error. Methods scored
+  on the subset alone (CSGM) appear in the first table marked with † and
+  are not candidates for bold there.
+  """
   lines = ["# Compressed sensing: per-image squared l2 error", ""]
   if notes:
     lines += [notes, ""]
   for dataset, by_method in results.items():
     methods = [m for m in METHOD_LABELS if m in by_method]
     ms = sorted({int(m) for meth in methods for m in by_method[meth]})
-    num_images = {
-        by_method[meth][str(m)].get("num_images")
-        for meth in methods for m in ms if str(m) in by_method[meth]
-    }
-    lines.append(
-        f"## {dataset} (the same {', '.join(map(str, sorted(num_images)))}"
-        " test images for every method; lower is better, best in bold)"
-    )
-    lines.append("")
-    lines.append(
-        "| m | " + " | ".join(METHOD_LABELS[m] for m in methods) + " |"
-    )
-    lines.append("|---:|" + "---:|" * len(methods))
-    for m in ms:
-      vals = [by_method[meth].get(str(m), {}).get("l2_per_image")
-              for meth in methods]
-      best = min(v for v in vals if v is not None)
-      cells = []
-      for v in vals:
-        if v is None:
-          cells.append("–")
-        elif v == best:
-          cells.append(f"**{v:.3f}**")
-        else:
-          cells.append(f"{v:.3f}")
-      lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    scores = [s for meth in methods for s in by_method[meth].values()]
+    full = {s["num_images"] for s in scores if s.get("eval_set") == "full"}
+    subset = {s["subset_num_images"] for s in scores}
+    marked = [meth for meth in methods
+              if any(s.get("eval_set") == "subset"
+                     for s in by_method[meth].values())]
+    lines += [
+        f"## {dataset}: the whole test set"
+        f" ({', '.join(map(str, sorted(full)))} images; lower is better, the"
+        " best in bold)", ""]
+    lines += _table(by_method, methods, ms,
+                    lambda s: None if s is None else s["l2_per_image"],
+                    marked)
+    if marked:
+      lines += ["", "† " + ", ".join(METHOD_LABELS[m] for m in marked)
+                + f": on the fixed subset of {', '.join(map(str, subset))}"
+                " test images only (the table below)."]
+    lines += ["", f"## {dataset}: the fixed subset"
+              f" ({', '.join(map(str, sorted(subset)))} test images, every"
+              " method)", ""]
+    lines += _table(by_method, methods, ms,
+                    lambda s: None if s is None else s["subset_l2_per_image"])
     lines.append("")
     chosen = [
         f"{METHOD_LABELS[meth]} {what} "
@@ -90,8 +106,10 @@ def plot_error_vs_m(results, path: str) -> None:
       if not by_m:
         continue
       ms = sorted(int(m) for m in by_m)
-      ax.plot(ms, [by_m[str(m)]["l2_per_image"] for m in ms], "o-",
-              label=label)
+      on_subset = any(v.get("eval_set") == "subset" for v in by_m.values())
+      ax.plot(ms, [by_m[str(m)]["l2_per_image"] for m in ms],
+              "o--" if on_subset else "o-",
+              label=label + (" (test subset)" if on_subset else ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("measurements m")
