@@ -1,5 +1,6 @@
-/* rc_test.c -- edge-case and property tests for rc.c. Exits non-zero on any
- * failure. Deterministic (own PRNG), so it behaves the same on every host.
+/* rc_test.c -- edge-case and property tests for the coder (rc.h). Exits
+ * non-zero on any failure. Deterministic (own PRNG), so it behaves the same
+ * on every host.
  * Build and run: make -C native test (or asan, cross-test). */
 #include <math.h>
 #include <stdio.h>

@@ -36,9 +36,16 @@ def _symbols(num_rows, seed=0):
   return s
 
 
-def _run_make(target, timeout):
+@pytest.fixture(scope="module")
+def make_out(tmp_path_factory):
+  """A fresh build folder: the source tree may be read-only (a Bazel sandbox)
+  or shared with another build, so nothing is written to native/out."""
+  return tmp_path_factory.mktemp("native_out")
+
+
+def _run_make(target, out_dir, timeout):
   result = subprocess.run(
-      ["make", "-C", str(NATIVE), target],
+      ["make", "-C", str(NATIVE), f"OUT={out_dir}", target],
       capture_output=True,
       text=True,
       timeout=timeout,
@@ -48,8 +55,8 @@ def _run_make(target, timeout):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
-def test_c_test_program_passes():
-  out = _run_make("test", timeout=300)
+def test_c_test_program_passes(make_out):
+  out = _run_make("test", make_out, timeout=300)
   assert "rc_test: all checks passed" in out
 
 
@@ -57,11 +64,13 @@ def test_c_test_program_passes():
     shutil.which("aarch64-linux-gnu-gcc") is None
     or shutil.which("qemu-aarch64") is None
     or shutil.which("make") is None,
-    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (Debian:"
-    " gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)",
+    reason=(
+        "needs aarch64-linux-gnu-gcc and qemu-aarch64 (Debian:"
+        " gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
+    ),
 )
-def test_aarch64_build_passes_and_writes_the_same_bytes():
-  out = _run_make("cross-test", timeout=600)
+def test_aarch64_build_passes_and_writes_the_same_bytes(make_out):
+  out = _run_make("cross-test", make_out, timeout=600)
   assert "identical bytes" in out
 
 
@@ -130,8 +139,7 @@ def test_table_arguments_are_checked(tables):
   with pytest.raises(ValueError, match="invalid coding tables"):
     _rc.encode((2, 3), symbols, cdf, length, offset, 15)
   with pytest.raises(TypeError, match="int32"):
-    _rc.encode((2, 3), symbols, cdf.astype(np.int64), length, offset,
-               precision)
+    _rc.encode((2, 3), symbols, cdf.astype(np.int64), length, offset, precision)
   with pytest.raises(ValueError, match="invalid coding tables"):
     _rc.model_id(cdf, length, offset, 15)
 
@@ -153,9 +161,13 @@ def test_wrong_tables_are_a_decode_error_naming_both_models(tables):
   data = _encode(tables, symbols)
   cdf, length, offset, precision = _args(tables)
   offset = offset + 1
-  with pytest.raises(_rc.DecodeError, match=(
-      f"made for model {_rc.model_id(*_args(tables)).hex()}, these tables"
-      f" are model {_rc.model_id(cdf, length, offset, precision).hex()}")):
+  with pytest.raises(
+      _rc.DecodeError,
+      match=(
+          f"made for model {_rc.model_id(*_args(tables)).hex()}, these tables"
+          f" are model {_rc.model_id(cdf, length, offset, precision).hex()}"
+      ),
+  ):
     _rc.decode(data, cdf, length, offset, precision, np.empty_like(symbols))
 
 
@@ -201,8 +213,9 @@ def test_model_id_matches_the_documented_definition(seed):
     cdf[c, : length[c]] = np.concatenate([[0], cuts, [1024]])
   offset = rng.integers(-(2**31), 2**31 - 2000, num_channels).astype(np.int32)
   got = _rc.model_id(cdf, length, offset, 10)
-  assert got == _reference_model_id(cdf.tolist(), length.tolist(),
-                                    offset.tolist(), 10)
+  assert got == _reference_model_id(
+      cdf.tolist(), length.tolist(), offset.tolist(), 10
+  )
 
 
 def test_decode_errors_are_decode_errors(tables):

@@ -1,19 +1,12 @@
-/* rc.c -- rANS coder over integer CDF tables. Format: see rc.h. */
+/* rc_coder.c -- the payload: rANS encode and decode of int32 symbols over
+ * checked tables, the escape code for values outside a table, optional
+ * scratch, and the integrity check folded into the initial state (rc.h
+ * "Symbols", "Payload"). The container around it is rc_container.c. */
 #include "rc.h"
 
 #include <string.h>
 
-#ifdef RC_DEBUG
-#include <stdlib.h>
-#define RC_ASSERT(cond) \
-  do {                  \
-    if (!(cond)) {      \
-      abort();          \
-    }                   \
-  } while (0)
-#else
-#define RC_ASSERT(cond) ((void)0)
-#endif
+#include "rc_internal.h"
 
 /* The state x lives in [RC_L, 2^63) between symbols (the "normalized"
  * interval I = [L, b L) with L = 2^31 and b = 2^32 for 32-bit words).
@@ -28,31 +21,6 @@
 #define RC_RAW_CHUNK 16u
 
 /* ---------------------------------------------------------------------- */
-/* Little-endian loads and stores, byte by byte: no alignment or host-order
- * assumptions (compilers turn these into single moves). */
-
-static uint32_t load_le32(const uint8_t *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-         ((uint32_t)p[3] << 24);
-}
-
-static uint64_t load_le64(const uint8_t *p) {
-  return (uint64_t)load_le32(p) | ((uint64_t)load_le32(p + 4) << 32);
-}
-
-static void store_le32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-  p[2] = (uint8_t)(v >> 16);
-  p[3] = (uint8_t)(v >> 24);
-}
-
-static void store_le64(uint8_t *p, uint64_t v) {
-  store_le32(p, (uint32_t)v);
-  store_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-/* ---------------------------------------------------------------------- */
 /* Integrity check (rc.h "Payload"): a 31-bit hash of seed, N and symbols. */
 
 #define RC_CHECK_POS_MUL 0x9E3779B9u
@@ -65,197 +33,14 @@ static uint32_t check_term(int32_t v, size_t i) {
   return ((uint32_t)v ^ ((uint32_t)i * RC_CHECK_POS_MUL)) * RC_CHECK_SYM_MUL;
 }
 
-static uint64_t fmix64(uint64_t z) {
-  z ^= z >> 33;
-  z *= 0xFF51AFD7ED558CCDull;
-  z ^= z >> 33;
-  z *= 0xC4CEB9FE1A85EC53ull;
-  z ^= z >> 33;
-  return z;
-}
-
 static uint32_t check_finish(uint32_t seed, size_t n, uint32_t sum) {
   const uint64_t z = (((uint64_t)seed << 32) | sum) ^
                      ((uint64_t)n * RC_CHECK_N_MUL);
   return (uint32_t)(fmix64(z) & 0x7FFFFFFFu);
 }
 
-/* FNV-1a, 32 bits. */
-static uint32_t fnv1a32(const uint8_t *p, size_t n) {
-  uint32_t h = 2166136261u;
-  size_t i;
-  for (i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 16777619u;
-  }
-  return h;
-}
-
 /* ---------------------------------------------------------------------- */
-/* Model id (rc.h "Model id"). */
-
-#define RC_ID_P1 0x9E3779B97F4A7C15ull
-#define RC_ID_P2 0xBF58476D1CE4E5B9ull
-
-typedef struct rc_id_state {
-  uint64_t v[4];    /* lanes */
-  uint64_t count;   /* words fed so far */
-  uint32_t pending; /* the first word of an incomplete pair (count odd) */
-} rc_id_state;
-
-static uint64_t rotl64(uint64_t x, unsigned r) {
-  return (x << r) | (x >> (64 - r));
-}
-
-/* One multiply per pair of words: the bound on speed is the multiplier. */
-static uint64_t id_round(uint64_t v, uint64_t pair) {
-  return rotl64(v ^ pair, 29) * RC_ID_P2;
-}
-
-/* Pair k = word[2k] | word[2k+1] << 32 goes to lane k % 4. */
-static void id_word(rc_id_state *s, uint32_t w) {
-  if ((s->count & 1) == 0) {
-    s->pending = w;
-  } else {
-    const size_t lane = (size_t)(s->count >> 1) & 3;
-    s->v[lane] = id_round(s->v[lane], s->pending | ((uint64_t)w << 32));
-  }
-  ++s->count;
-}
-
-/* Feeds n words; eight at a time (one pair per lane) once aligned to lane
- * 0, so the lane chains run in parallel. Same result as id_word one by
- * one. */
-static void id_feed(rc_id_state *s, const int32_t *w, size_t n) {
-  while (n > 0 && (s->count & 7) != 0) {
-    id_word(s, (uint32_t)*w++);
-    --n;
-  }
-  {
-    uint64_t v0 = s->v[0], v1 = s->v[1], v2 = s->v[2], v3 = s->v[3];
-    size_t groups = n / 8;
-    s->count += 8 * (uint64_t)groups;
-    n %= 8;
-    while (groups-- > 0) {
-      v0 = id_round(v0, (uint32_t)w[0] | ((uint64_t)(uint32_t)w[1] << 32));
-      v1 = id_round(v1, (uint32_t)w[2] | ((uint64_t)(uint32_t)w[3] << 32));
-      v2 = id_round(v2, (uint32_t)w[4] | ((uint64_t)(uint32_t)w[5] << 32));
-      v3 = id_round(v3, (uint32_t)w[6] | ((uint64_t)(uint32_t)w[7] << 32));
-      w += 8;
-    }
-    s->v[0] = v0;
-    s->v[1] = v1;
-    s->v[2] = v2;
-    s->v[3] = v3;
-  }
-  while (n-- > 0) id_word(s, (uint32_t)*w++);
-}
-
-/* ---------------------------------------------------------------------- */
-
-const char *rc_status_string(rc_status status) {
-  switch (status) {
-    case RC_OK:
-      return "ok";
-    case RC_ERR_ARG:
-      return "invalid argument";
-    case RC_ERR_TABLE:
-      return "invalid coding tables";
-    case RC_ERR_OVERFLOW:
-      return "output buffer too small";
-    case RC_ERR_TRUNCATED:
-      return "input truncated";
-    case RC_ERR_CORRUPT:
-      return "input corrupt";
-    case RC_ERR_TRAILING:
-      return "trailing bytes after the last symbol";
-    case RC_ERR_MAGIC:
-      return "not an HJRC container (bad magic)";
-    case RC_ERR_VERSION:
-      return "unsupported container format version";
-    case RC_ERR_MODEL:
-      return "container was made for other tables (model id differs)";
-  }
-  return "unknown status";
-}
-
-rc_status rc_check_cdf(const int32_t *cdf, size_t length, uint32_t precision) {
-  size_t k;
-  int bad = 0;
-  if (precision < 1 || precision > RC_MAX_PRECISION) return RC_ERR_ARG;
-  if (length > 0 && cdf == NULL) return RC_ERR_ARG;
-  if (length < 2) return RC_ERR_TABLE;
-  /* Strictly increasing: every bin, the escape included, has freq >= 1.
-   * One pass with no early exit, so that compilers vectorize it: it runs
-   * over every row on every call. */
-  for (k = 1; k < length; ++k) bad |= cdf[k] <= cdf[k - 1];
-  if (bad || cdf[0] != 0 ||
-      cdf[length - 1] != (int32_t)((uint32_t)1 << precision)) {
-    return RC_ERR_TABLE;
-  }
-  return RC_OK;
-}
-
-rc_status rc_check_tables(const rc_tables *t) {
-  uint32_t c;
-  if (t == NULL || t->cdf == NULL || t->cdf_length == NULL ||
-      t->offset == NULL) {
-    return RC_ERR_ARG;
-  }
-  if (t->num_channels < 1 || t->cdf_stride < 2 ||
-      t->num_channels > (uint32_t)INT32_MAX ||
-      t->cdf_stride > (uint32_t)INT32_MAX) {
-    return RC_ERR_ARG;
-  }
-  if (t->precision < 1 || t->precision > RC_MAX_PRECISION) return RC_ERR_ARG;
-  for (c = 0; c < t->num_channels; ++c) {
-    const int32_t len = t->cdf_length[c];
-    rc_status s;
-    if (len < 2 || (uint32_t)len > t->cdf_stride) return RC_ERR_TABLE;
-    s = rc_check_cdf(t->cdf + (size_t)c * t->cdf_stride, (size_t)len,
-                     t->precision);
-    if (s != RC_OK) return s;
-    /* The last regular value offset + K - 1 must be an int32. */
-    if ((int64_t)t->offset[c] + (len - 2) - 1 > (int64_t)INT32_MAX) {
-      return RC_ERR_TABLE;
-    }
-  }
-  return RC_OK;
-}
-
-/* REQUIRES: rc_check_tables(t) == RC_OK. */
-static void model_id_unchecked(const rc_tables *t,
-                               uint8_t id[RC_MODEL_ID_SIZE]) {
-  rc_id_state st;
-  uint32_t c, l;
-  int32_t head[2];
-  uint64_t h, m;
-  for (l = 0; l < 4; ++l) st.v[l] = (uint64_t)(l + 1) * RC_CHECK_N_MUL;
-  st.count = 0;
-  st.pending = 0;
-  head[0] = (int32_t)t->precision;
-  head[1] = (int32_t)t->num_channels; /* <= INT32_MAX: same bits */
-  id_feed(&st, head, 2);
-  id_feed(&st, t->offset, t->num_channels);
-  id_feed(&st, t->cdf_length, t->num_channels);
-  for (c = 0; c < t->num_channels; ++c) {
-    id_feed(&st, t->cdf + (size_t)c * t->cdf_stride,
-            (size_t)t->cdf_length[c]);
-  }
-  m = st.count;
-  if (m & 1) id_word(&st, 0); /* complete the last pair with a zero word */
-  h = m * RC_ID_P1;
-  for (l = 0; l < 4; ++l) h = rotl64(h ^ fmix64(st.v[l]), 27) * RC_ID_P2;
-  store_le64(id, fmix64(h));
-}
-
-rc_status rc_model_id(const rc_tables *t, uint8_t id[RC_MODEL_ID_SIZE]) {
-  rc_status s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  if (id == NULL) return RC_ERR_ARG;
-  model_id_unchecked(t, id);
-  return RC_OK;
-}
+/* Output bound. */
 
 size_t rc_encode_bound(size_t num_symbols) {
   /* Per symbol at most 16 (bin) + 6 (length) + 33 (raw) bits, each step
@@ -414,14 +199,12 @@ static rc_status check_scratch(const void *scratch, size_t size, size_t need,
   return RC_OK;
 }
 
-/* rc_encode after its argument and table checks.
- * REQUIRES: rc_check_tables(t) == RC_OK; out, out_size non-NULL; symbols
- * non-NULL unless num_symbols == 0. */
-static rc_status encode_payload(const rc_tables *t, const int32_t *symbols,
-                                size_t num_symbols, uint32_t check_seed,
-                                uint8_t *out, size_t capacity,
-                                size_t *out_size, void *scratch,
-                                size_t scratch_size) {
+/* rc_encode after its argument and table checks (rc_internal.h). */
+rc_status rc_encode_unchecked(const rc_tables *t, const int32_t *symbols,
+                              size_t num_symbols, uint32_t check_seed,
+                              uint8_t *out, size_t capacity,
+                              size_t *out_size, void *scratch,
+                              size_t scratch_size) {
   rc_enc e;
   rc_status s;
   size_t i;
@@ -510,8 +293,8 @@ rc_status rc_encode(const rc_tables *t, const int32_t *symbols,
   if (out == NULL || (symbols == NULL && num_symbols > 0)) return RC_ERR_ARG;
   s = rc_check_tables(t);
   if (s != RC_OK) return s;
-  return encode_payload(t, symbols, num_symbols, check_seed, out, capacity,
-                        out_size, scratch, scratch_size);
+  return rc_encode_unchecked(t, symbols, num_symbols, check_seed, out,
+                             capacity, out_size, scratch, scratch_size);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -595,13 +378,11 @@ size_t rc_decode_scratch_size(const rc_tables *t) {
   return rc_check_tables(t) == RC_OK ? dec_scratch_size(t) : 0;
 }
 
-/* rc_decode after its argument and table checks.
- * REQUIRES: rc_check_tables(t) == RC_OK; in non-NULL unless size == 0;
- * symbols non-NULL unless num_symbols == 0. */
-static rc_status decode_payload(const rc_tables *t, const uint8_t *in,
-                                size_t size, uint32_t check_seed,
-                                int32_t *symbols, size_t num_symbols,
-                                void *scratch, size_t scratch_size) {
+/* rc_decode after its argument and table checks (rc_internal.h). */
+rc_status rc_decode_unchecked(const rc_tables *t, const uint8_t *in,
+                              size_t size, uint32_t check_seed,
+                              int32_t *symbols, size_t num_symbols,
+                              void *scratch, size_t scratch_size) {
   rc_dec d;
   rc_status s;
   size_t i;
@@ -712,164 +493,6 @@ rc_status rc_decode(const rc_tables *t, const uint8_t *in, size_t size,
   }
   s = rc_check_tables(t);
   if (s != RC_OK) return s;
-  return decode_payload(t, in, size, check_seed, symbols, num_symbols,
-                        scratch, scratch_size);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Container header. */
-
-static const uint8_t kMagic[4] = {0x48, 0x4A, 0x52, 0x43}; /* "HJRC" */
-
-/* Product of dims must stay below this (and so fits size_t math on 64-bit
- * hosts; 32-bit hosts reject large counts at allocation time). */
-#define RC_MAX_SYMBOLS ((uint64_t)1 << 62)
-
-rc_status rc_header_write(rc_header *h, uint8_t *out, size_t capacity) {
-  size_t pos = 0;
-  uint32_t r;
-  uint64_t count = 1;
-  if (h == NULL || out == NULL) return RC_ERR_ARG;
-  if (h->rank < 1 || h->rank > RC_MAX_RANK) return RC_ERR_ARG;
-  for (r = 0; r < h->rank; ++r) {
-    if (h->dims[r] >= RC_X_END) return RC_ERR_ARG;
-    if (h->dims[r] != 0 && count >= RC_MAX_SYMBOLS / h->dims[r] + 1) {
-      return RC_ERR_ARG;
-    }
-    count *= h->dims[r];
-  }
-  if (count >= RC_MAX_SYMBOLS) return RC_ERR_ARG;
-  if (capacity < 14) return RC_ERR_OVERFLOW;
-  memcpy(out, kMagic, 4);
-  out[4] = (uint8_t)RC_FORMAT_VERSION;
-  memcpy(out + 5, h->model_id, RC_MODEL_ID_SIZE);
-  out[13] = (uint8_t)h->rank;
-  pos = 14;
-  for (r = 0; r < h->rank; ++r) {
-    uint64_t v = h->dims[r];
-    do {
-      const uint8_t low = (uint8_t)(v & 0x7F);
-      v >>= 7;
-      if (pos >= capacity) return RC_ERR_OVERFLOW;
-      out[pos++] = (uint8_t)(low | (v != 0 ? 0x80 : 0));
-    } while (v != 0);
-  }
-  h->header_size = pos;
-  h->check_seed = fnv1a32(out, pos);
-  return RC_OK;
-}
-
-/* Reads one minimal LEB128 varint < 2^63 from in[*pos..size). */
-static rc_status read_varint(const uint8_t *in, size_t size, size_t *pos,
-                             uint64_t *value) {
-  uint64_t v = 0;
-  uint32_t shift = 0;
-  for (;;) {
-    uint8_t b;
-    if (*pos >= size) return RC_ERR_TRUNCATED;
-    b = in[(*pos)++];
-    /* 9 groups hold 63 bits; a 10th byte would reach bit 63. */
-    if (shift == 63) return RC_ERR_CORRUPT;
-    v |= (uint64_t)(b & 0x7F) << shift;
-    if ((b & 0x80) == 0) {
-      /* Minimal: a final zero group is only allowed as the first byte. */
-      if (b == 0 && shift != 0) return RC_ERR_CORRUPT;
-      break;
-    }
-    shift += 7;
-  }
-  *value = v;
-  return RC_OK;
-}
-
-rc_status rc_header_parse(const uint8_t *in, size_t size, rc_header *h) {
-  size_t pos;
-  uint32_t r;
-  uint64_t count = 1;
-  if (h == NULL || (in == NULL && size > 0)) return RC_ERR_ARG;
-  if (size < 4) return size == 0 || memcmp(in, kMagic, size) == 0
-                           ? RC_ERR_TRUNCATED
-                           : RC_ERR_MAGIC;
-  if (memcmp(in, kMagic, 4) != 0) return RC_ERR_MAGIC;
-  if (size < 5) return RC_ERR_TRUNCATED;
-  if (in[4] != RC_FORMAT_VERSION) return RC_ERR_VERSION;
-  if (size < 14) return RC_ERR_TRUNCATED;
-  memcpy(h->model_id, in + 5, RC_MODEL_ID_SIZE);
-  h->rank = in[13];
-  if (h->rank < 1 || h->rank > RC_MAX_RANK) return RC_ERR_CORRUPT;
-  pos = 14;
-  for (r = 0; r < h->rank; ++r) {
-    rc_status s = read_varint(in, size, &pos, &h->dims[r]);
-    if (s != RC_OK) return s;
-    if (h->dims[r] != 0 && count >= RC_MAX_SYMBOLS / h->dims[r] + 1) {
-      return RC_ERR_CORRUPT;
-    }
-    count *= h->dims[r];
-  }
-  if (count >= RC_MAX_SYMBOLS) return RC_ERR_CORRUPT;
-  h->num_symbols = count;
-  h->header_size = pos;
-  h->check_seed = fnv1a32(in, pos);
-  return RC_OK;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Whole containers. */
-
-rc_status rc_container_encode(const rc_tables *t, const uint64_t *dims,
-                              uint32_t rank, const int32_t *symbols,
-                              size_t num_symbols, uint8_t *out,
-                              size_t capacity, size_t *out_size,
-                              void *scratch, size_t scratch_size) {
-  rc_header h;
-  rc_status s;
-  size_t payload = 0;
-  uint64_t count = 1;
-  uint32_t r;
-  if (out_size == NULL) return RC_ERR_ARG;
-  *out_size = 0;
-  if (dims == NULL || out == NULL || rank < 1 || rank > RC_MAX_RANK ||
-      (symbols == NULL && num_symbols > 0)) {
-    return RC_ERR_ARG;
-  }
-  s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  memset(&h, 0, sizeof(h));
-  h.rank = rank;
-  for (r = 0; r < rank; ++r) h.dims[r] = dims[r];
-  if (dims[rank - 1] != t->num_channels) return RC_ERR_ARG;
-  model_id_unchecked(t, h.model_id);
-  s = rc_header_write(&h, out, capacity); /* checks dims: product < 2^62 */
-  if (s != RC_OK) return s;
-  for (r = 0; r < rank; ++r) count *= dims[r]; /* no overflow: checked */
-  if (count != (uint64_t)num_symbols) return RC_ERR_ARG;
-  s = encode_payload(t, symbols, num_symbols, h.check_seed,
-                     out + h.header_size, capacity - h.header_size, &payload,
-                     scratch, scratch_size);
-  if (s != RC_OK) return s;
-  *out_size = h.header_size + payload;
-  return RC_OK;
-}
-
-rc_status rc_container_decode(const rc_tables *t, const uint8_t *in,
-                              size_t size, int32_t *symbols,
-                              size_t num_symbols, void *scratch,
-                              size_t scratch_size) {
-  rc_header h;
-  uint8_t id[RC_MODEL_ID_SIZE];
-  rc_status s;
-  if ((in == NULL && size > 0) || (symbols == NULL && num_symbols > 0)) {
-    return RC_ERR_ARG;
-  }
-  s = rc_check_tables(t);
-  if (s != RC_OK) return s;
-  s = rc_header_parse(in, size, &h);
-  if (s != RC_OK) return s;
-  model_id_unchecked(t, id);
-  if (memcmp(id, h.model_id, RC_MODEL_ID_SIZE) != 0) return RC_ERR_MODEL;
-  if (h.dims[h.rank - 1] != t->num_channels) return RC_ERR_CORRUPT;
-  if (h.num_symbols != (uint64_t)num_symbols) return RC_ERR_ARG;
-  return decode_payload(t, in + h.header_size, size - h.header_size,
-                        h.check_seed, symbols, num_symbols, scratch,
-                        scratch_size);
+  return rc_decode_unchecked(t, in, size, check_seed, symbols, num_symbols,
+                             scratch, scratch_size);
 }
