@@ -35,16 +35,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hidden=(600, 600),
       activation="leaky_relu",
       likelihood="bernoulli",
-      epochs=40,
+      # Chosen on MNIST validation at m = 50 (test l2 on the full set in
+      # brackets, measured once): 40 epochs at a constant 1e-3 (3.19 on the
+      # old 300-image subset), 100 epochs cosine from 1e-3 (2.79), cosine
+      # from 3e-3 (2.33); a Gaussian likelihood instead (3.19) was worse.
+      epochs=80,
       batch_size=100,
-      learning_rate=1e-3,
-      schedule="constant",  # or "cosine" (to zero over all epochs)
+      learning_rate=3e-3,
+      schedule="cosine",  # to zero over all epochs
       # AdamW decay of the decoder's kernels (W never decays): one model per
       # value, the lowest validation l2 is kept, per dataset and m. Without
       # decay the decoder memorizes Omniglot's 17k training characters
       # (m = 25: train l2 11.7 vs val 19.1) and only ties PCA; on MNIST's
-      # 50k images decay costs accuracy at large m.
-      weight_decay_grid=(0.0, 1.0),
+      # 50k images decay costs accuracy at large m. optax scales decay by
+      # the learning rate: 0.5 at this schedule's mean rate (1.5e-3) decays
+      # about as fast as the 1.0 at 1e-3 validation chose before.
+      weight_decay_grid=(0.0, 0.5),
   ))
   c.vae = ml_collections.ConfigDict(dict(
       epochs=40, batch_size=100, learning_rate=1e-3, schedule="constant",
