@@ -32,9 +32,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from hecsb_jax.data import pretrained
 from hecsb_jax.models import resnet
 from hecsb_jax.models import resnet_import
 from hecsb_jax.models import torch_format
+from hecsb_jax.models import weights
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # Small inputs keep a ResNet-50 forward cheap on a CPU (a 224×224 image
@@ -65,34 +67,41 @@ def _abstract_model(**kwargs) -> resnet.ResNet:
   return nnx.eval_shape(lambda: resnet.resnet50(rngs=nnx.Rngs(0), **kwargs))
 
 
+def _fill(model: resnet.ResNet, state_dict) -> None:
+  weights.assign_state_dict(
+      model,
+      resnet_import.torch_state_dict_mapping(model),
+      state_dict,
+      "<memory>",
+      ignore=resnet_import.IGNORED,
+  )
+
+
 def _random_state_dict(seed: int = 0, **kwargs) -> dict[str, np.ndarray]:
   """Random torchvision-named tensors whose forward stays well scaled.
 
   Convolutions are He-normal; BatchNorm as `_BN_SCALE` and friends.
   """
   rng = np.random.default_rng(seed)
-  out = {}
-  for path, var in nnx.to_flat_state(nnx.state(_abstract_model(**kwargs))):
-    name = resnet_import._torch_name(path)
-    shape = resnet_import._torch_shape(tuple(var.get_value().shape))
-    leaf = name.rsplit(".", 1)[-1]
-    if len(shape) == 4:
-      value = rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape)
-    elif len(shape) == 2:
-      value = rng.normal(0, 1 / np.sqrt(shape[1]), shape)
-    elif leaf == "weight":
-      last = ".bn3." in name or ".downsample." in name
+  model = _abstract_model(**kwargs)
+  for path, var in weights.model_variables(model).items():
+    shape = var.get_value().shape  # kernels: HWIO or [in, out]
+    if path[-1] == "kernel":
+      gain = 2 if len(shape) == 4 else 1
+      value = rng.normal(0, np.sqrt(gain / np.prod(shape[:-1])), shape)
+    elif path[-1] == "scale":
+      last = "bn3" in path or "downsample" in path
       value = rng.uniform(*(_LAST_BN_SCALE if last else _BN_SCALE), shape)
-    elif leaf == "running_var":
+    elif path[-1] == "var":
       value = rng.uniform(*_BN_VAR, shape)
-    else:  # bias, running_mean
+    else:  # bias, mean
       value = rng.normal(0, _BN_SHIFT, shape)
-    out[name] = value.astype(np.float32)
-    if leaf == "running_var":
-      out[name.replace("running_var", "num_batches_tracked")] = np.array(
-          123, np.int64
-      )
-  return out
+    var.set_value(jnp.asarray(value, jnp.float32))
+  # Counters as a trained model has them, which the importer ignores.
+  return {
+      k: np.array(123, np.int64) if k.endswith("num_batches_tracked") else v
+      for k, v in resnet_import.export_state_dict(model).items()
+  }
 
 
 def _images(seed: int = 1) -> jax.Array:
@@ -199,7 +208,7 @@ def state_dict():
 def model(state_dict):
   """The random ResNet-50 in eval mode, filled from memory."""
   m = _abstract_model()
-  resnet_import.import_state_dict(m, state_dict)
+  _fill(m, state_dict)
   m.eval()
   return m
 
@@ -270,7 +279,7 @@ def test_normalize_uses_torchvision_constants():
 def test_import_round_trip_is_exact(tmp_path, state_dict, logits, suffix):
   path = tmp_path / f"resnet50{suffix}"
   _WRITERS[suffix](path, state_dict)
-  loaded = resnet_import.load_resnet50(path)
+  loaded = pretrained.load_resnet50(path)
   exported = resnet_import.export_state_dict(loaded)
   assert set(exported) == set(state_dict)
   for name, value in state_dict.items():
@@ -288,7 +297,7 @@ def test_half_precision_weights_load_as_float32(
   half = {k: v.astype(dtype) for k, v in state_dict.items() if v.ndim}
   path = tmp_path / f"half{suffix}"
   _WRITERS[suffix](path, half)
-  exported = resnet_import.export_state_dict(resnet_import.load_resnet50(path))
+  exported = resnet_import.export_state_dict(pretrained.load_resnet50(path))
   for name, value in half.items():
     assert exported[name].dtype == np.float32
     np.testing.assert_array_equal(exported[name], value.astype(np.float32))
@@ -298,7 +307,7 @@ def test_export_import_preserves_every_variable(model, state_dict):
   exported = resnet_import.export_state_dict(model)
   assert len(exported) == 320  # torchvision's resnet50().state_dict()
   again = _abstract_model()
-  resnet_import.import_state_dict(again, exported)
+  _fill(again, exported)
   for (pa, a), (pb, b) in zip(
       nnx.to_flat_state(nnx.state(model)),
       nnx.to_flat_state(nnx.state(again)),
@@ -336,8 +345,8 @@ def test_bad_tensor_error_names_file_tensor_and_shapes(
   broken, words = _broken(state_dict, kind)
   path = tmp_path / f"broken{suffix}"
   _WRITERS[suffix](path, broken)
-  with pytest.raises(resnet_import.StateDictError) as info:
-    resnet_import.load_resnet50(path)
+  with pytest.raises(weights.WeightsError) as info:
+    pretrained.load_resnet50(path)
   message = str(info.value)
   assert str(path) in message
   for word in words:
@@ -348,10 +357,10 @@ def test_wrong_class_count_is_reported(tmp_path, state_dict):
   path = tmp_path / "w.safetensors"
   _write_safetensors(path, state_dict)
   with pytest.raises(
-      resnet_import.StateDictError,
+      weights.WeightsError,
       match=r"fc.weight.*\(10, 2048\).*\(1000, 2048\)",
   ):
-    resnet_import.load_resnet50(path, num_classes=10)
+    pretrained.load_resnet50(path, num_classes=10)
 
 
 def test_pth_written_by_torch_reads_exactly():
@@ -573,13 +582,14 @@ def test_forward_matches_keras_resnet50_on_random_weights(tmp_path):
 
   v1 = dict(stride_in_1x1=True, bn_epsilon=1.001e-5)
   state_dict = _keras_to_torchvision(
-      reference, resnet_import.torchvision_names(_abstract_model(**v1))
+      reference,
+      resnet_import.torch_state_dict_mapping(_abstract_model(**v1)),
   )
   models = []
   for suffix, writer in _WRITERS.items():
     path = tmp_path / f"keras_resnet50{suffix}"
     writer(path, state_dict)
-    models.append(resnet_import.load_resnet50(path, **v1))
+    models.append(pretrained.load_resnet50(path, **v1))
   ours = models[0]
   for a, b in zip(
       jax.tree.leaves(nnx.state(models[0])),
@@ -635,7 +645,7 @@ def test_forward_matches_torchvision_resnet50_on_random_weights(tmp_path):
   reference.eval()
   path = tmp_path / "resnet50.pth"
   torch.save(reference.state_dict(), path)
-  ours = resnet_import.load_resnet50(path)
+  ours = pretrained.load_resnet50(path)
 
   x = np.asarray(_images())
   with torch.no_grad():

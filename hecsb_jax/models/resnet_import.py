@@ -1,193 +1,65 @@
-"""torchvision ResNet state dicts in and out of `hecsb_jax.models.resnet`.
+"""torchvision ResNet state-dict names for `hecsb_jax.models.resnet`.
 
-    resnet50-*.pth / model.safetensors
-        │ torch_format.read_state_dict        {torchvision name: array}
-        ▼
-    import_state_dict(model, state_dict)      every leaf checked, then set
-        │   conv weight [O, I, kh, kw] → kernel [kh, kw, I, O]
-        │   fc weight   [out, in]      → kernel [in, out]
-        │   BN weight/bias → scale/bias (Param);
-        │   running_mean/var → mean/var (BatchStat)
-        ▼
-    ResNet (channels-last)                    export_state_dict: the inverse
+    torchvision name                  our variable (nnx path)
+    conv1.weight                      conv1/kernel
+    layer2.0.bn1.running_var          layer2/0/bn1/var
+    layer3.0.downsample.0.weight      layer3/0/downsample/conv/kernel
+    layer3.0.downsample.1.bias        layer3/0/downsample/bn/bias
+    fc.weight                         fc/kernel
 
-Names are torchvision's (`conv1.weight`, `layer2.3.bn2.running_var`,
-`layer3.0.downsample.0.weight`, `fc.bias`; timm's ResNets use the same).
-`*.num_batches_tracked` counters are ignored on import. Any other tensor
-the model lacks, any tensor of the model the file lacks, and any shape that
-differs raise `StateDictError` naming the file, the tensor and both shapes.
+A `weights` mapping (layouts, checks and errors are `weights`'s); timm's
+ResNets use the same names. Files are read by
+`hecsb_jax.data.pretrained.load_resnet50`: this module does no I/O.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping
-
-from flax import nnx
-import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from hecsb_jax.models import resnet
-from hecsb_jax.models.torch_format import read_state_dict
-from hecsb_jax.models.torch_format import StateDictError
+from hecsb_jax.models import weights
 
-__all__ = [
-    "StateDictError",
-    "export_state_dict",
-    "import_state_dict",
-    "load_resnet50",
-    "torchvision_names",
-]
-
-# Module-path renames from our attribute names to torchvision's Sequential
-# indices, and leaf renames from Flax's variable names to torch's.
-_MODULE_NAMES = {"conv": "0", "bn": "1"}  # inside `downsample` only
-_LEAF_NAMES = {
-    "kernel": "weight",
-    "scale": "weight",
-    "bias": "bias",
-    "mean": "running_mean",
-    "var": "running_var",
-}
-_IGNORED_SUFFIX = ".num_batches_tracked"
-_MAX_LISTED = 12
+# Tensors of a torchvision state dict that the model has no variable for:
+# BatchNorm's step counters only matter to training with momentum=None.
+IGNORED = ("*.num_batches_tracked",)
 
 
-def _torch_name(path: tuple[Any, ...]) -> str:
-  """Our variable's path -> its torchvision name.
-
-  ('layer1', 0, 'downsample', 'conv', 'kernel')
-  -> 'layer1.0.downsample.0.weight'
-  """
-  parts = [str(p) for p in path[:-1]]
-  for i in range(1, len(parts)):
-    if parts[i - 1] == "downsample":
-      parts[i] = _MODULE_NAMES[parts[i]]
-  leaf = path[-1]
-  if leaf not in _LEAF_NAMES:
-    raise ValueError(f"no torchvision name for variable {path}")
-  return ".".join(parts + [_LEAF_NAMES[leaf]])
-
-
-def _to_torch(value: np.ndarray) -> np.ndarray:
-  """Our layout -> torch's: HWIO -> OIHW for convs, [in, out] -> [out, in]."""
-  if value.ndim == 4:
-    return np.transpose(value, (3, 2, 0, 1))
-  if value.ndim == 2:
-    return value.T
-  return value
-
-
-def _from_torch(value: np.ndarray) -> np.ndarray:
-  """torch's layout -> ours: the inverse of `_to_torch`."""
-  if value.ndim == 4:
-    return np.transpose(value, (2, 3, 1, 0))
-  if value.ndim == 2:
-    return value.T
-  return value
-
-
-def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-  if len(shape) == 4:
-    return (shape[3], shape[2], shape[0], shape[1])
-  if len(shape) == 2:
-    return (shape[1], shape[0])
-  return tuple(shape)
-
-
-def torchvision_names(model: resnet.ResNet) -> dict[str, tuple[Any, ...]]:
-  """Maps each torchvision tensor name to the path of our variable.
+def torch_state_dict_mapping(model: resnet.ResNet) -> dict[str, weights.Entry]:
+  """torchvision tensor names -> model variables, for `weights`.
 
   Args:
-    model: a ResNet (concrete or from `nnx.eval_shape`).
+    model: a ResNet, concrete or abstract (`nnx.eval_shape`); only which
+      blocks have a `downsample` is read.
 
   Returns:
-    {torchvision name: nnx state path}, one entry per Param and BatchStat.
+    One entry per parameter and BatchNorm statistic. Use with
+    `weights.assign_state_dict(..., ignore=IGNORED)`.
   """
-  return {
-      _torch_name(path): path for path, _ in nnx.to_flat_state(nnx.state(model))
+  m = {
+      **weights.conv("conv1", ("conv1",)),
+      **weights.batch_norm("bn1", ("bn1",)),
+      **weights.linear("fc", ("fc",)),
   }
-
-
-def _is_float(dtype) -> bool:
-  # ml_dtypes' bfloat16 is no np.floating subtype.
-  return np.issubdtype(dtype, np.floating) or dtype == ml_dtypes.bfloat16
-
-
-def _problems(
-    expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]
-) -> list[str]:
-  """Every missing, extra, misshaped or non-float tensor, as sentences."""
-  found = []
-  for name, shape in expected.items():
-    if name not in state_dict:
-      found.append(f"missing tensor {name!r} (expected shape {shape})")
-      continue
-    value = state_dict[name]
-    if tuple(value.shape) != shape:
-      found.append(
-          f"tensor {name!r}: expected shape {shape}, found {tuple(value.shape)}"
-      )
-    elif not _is_float(value.dtype):
-      found.append(
-          f"tensor {name!r}: expected floating point, found {value.dtype}"
-      )
-  for name, value in state_dict.items():
-    if name not in expected and not name.endswith(_IGNORED_SUFFIX):
-      found.append(
-          f"unexpected tensor {name!r} with shape {tuple(value.shape)}"
-      )
-  return found
-
-
-def import_state_dict(
-    model: resnet.ResNet,
-    state_dict: Mapping[str, np.ndarray],
-    *,
-    source: str = "<state dict>",
-) -> None:
-  """Sets every parameter and BatchNorm statistic of `model`, in place.
-
-  Nothing is changed unless every tensor fits: the whole state dict is
-  checked first.
-
-  Args:
-    model: a ResNet, concrete or abstract (`nnx.eval_shape`).
-    state_dict: {torchvision name: array} in torch's layout (float32,
-      float16 or bfloat16; stored as float32).
-    source: what to call the weights in errors (the file's path).
-
-  Raises:
-    StateDictError: listing, with `source`, each missing, unexpected or
-      misshaped tensor with its expected and found shape.
-  """
-  flat = nnx.to_flat_state(nnx.state(model))
-  expected = {
-      _torch_name(path): _torch_shape(tuple(var.get_value().shape))
-      for path, var in flat
-  }
-  problems = _problems(expected, state_dict)
-  if problems:
-    more = len(problems) - _MAX_LISTED
-    listed = "; ".join(problems[:_MAX_LISTED])
-    if more > 0:
-      listed += f"; and {more} more"
-    raise StateDictError(
-        f"{source}: {len(problems)} tensor(s) do not fit the ResNet: {listed}"
-    )
-  # nnx.state holds the model's own Variables: setting them sets the model.
-  for path, var in flat:
-    value = _from_torch(np.asarray(state_dict[_torch_name(path)]))
-    var.set_value(jnp.asarray(value, jnp.float32))
+  for stage in ("layer1", "layer2", "layer3", "layer4"):
+    for i, block in enumerate(getattr(model, stage)):
+      src, dst = f"{stage}.{i}", (stage, i)
+      for j in (1, 2, 3):
+        m |= weights.conv(f"{src}.conv{j}", (*dst, f"conv{j}"))
+        m |= weights.batch_norm(f"{src}.bn{j}", (*dst, f"bn{j}"))
+      if block.downsample is not None:
+        # torchvision's downsample is a Sequential(conv, bn).
+        down = (*dst, "downsample")
+        m |= weights.conv(f"{src}.downsample.0", (*down, "conv"))
+        m |= weights.batch_norm(f"{src}.downsample.1", (*down, "bn"))
+  return m
 
 
 def export_state_dict(model: resnet.ResNet) -> dict[str, np.ndarray]:
   """The model's variables in torchvision's names and layout.
 
   `torchvision.models.resnet50().load_state_dict(...)` accepts the result
-  (after `torch.from_numpy`) with strict=True: the BatchNorm
-  `num_batches_tracked` counters are included, as int64 zeros.
+  (after `torch.from_numpy`) with strict=True, for which the BatchNorm
+  `num_batches_tracked` counters are added as int64 zeros.
 
   Args:
     model: a concrete ResNet.
@@ -195,51 +67,8 @@ def export_state_dict(model: resnet.ResNet) -> dict[str, np.ndarray]:
   Returns:
     {torchvision name: float32 array (int64 for the counters)}, contiguous.
   """
-  out = {}
-  for path, var in nnx.to_flat_state(nnx.state(model)):
-    name = _torch_name(path)
-    out[name] = np.ascontiguousarray(
-        _to_torch(np.asarray(var.get_value(), np.float32))
-    )
-    if path[-1] == "var":
-      out[name.rsplit(".", 1)[0] + _IGNORED_SUFFIX] = np.zeros((), np.int64)
+  out = weights.state_dict_from_model(model, torch_state_dict_mapping(model))
+  for name in [n for n in out if n.endswith(".running_var")]:
+    counter = name.removesuffix("running_var") + "num_batches_tracked"
+    out[counter] = np.zeros((), np.int64)
   return out
-
-
-def load_resnet50(
-    path: str | os.PathLike,
-    *,
-    num_classes: int = 1000,
-    stride_in_1x1: bool = False,
-    bn_epsilon: float = 1e-5,
-) -> resnet.ResNet:
-  """Builds a ResNet-50 from a torchvision state-dict file, in eval mode.
-
-  The model is built abstractly (no random initialization) and every
-  variable is then taken from the file.
-
-  Args:
-    path: `.safetensors`, or `.pth`/`.pt`/`.bin` written by torch.save.
-    num_classes: rows of `fc.weight` in the file.
-    stride_in_1x1: as `resnet.ResNet` (False for torchvision's weights).
-    bn_epsilon: as `resnet.ResNet` (1e-5 for torchvision's weights).
-
-  Returns:
-    The model with BatchNorm on its running statistics (`model.eval()`).
-
-  Raises:
-    StateDictError: naming the file, when it is unreadable or a tensor is
-      missing, unexpected or misshaped.
-  """
-  state_dict = read_state_dict(path)
-  model = nnx.eval_shape(
-      lambda: resnet.resnet50(
-          num_classes,
-          stride_in_1x1=stride_in_1x1,
-          bn_epsilon=bn_epsilon,
-          rngs=nnx.Rngs(0),
-      )
-  )
-  import_state_dict(model, state_dict, source=os.fspath(path))
-  model.eval()
-  return model

@@ -17,7 +17,9 @@ and `source` is only the name errors report.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 from flax import nnx
@@ -101,6 +103,8 @@ def assign_state_dict(
     mapping: Mapping[str, Entry],
     arrays: Mapping[str, np.ndarray],
     source: str,
+    *,
+    ignore: Collection[str] = (),
 ) -> None:
   """Copies `arrays` into `model`'s variables as `mapping` says, in place.
 
@@ -108,12 +112,15 @@ def assign_state_dict(
     model: the nnx module to fill.
     mapping: source tensor name -> Entry; must cover every model variable.
     arrays: source tensor name -> array (e.g. an opened .npz); every one
-      must be in `mapping` (drop unused ones such as num_batches_tracked
-      before calling).
+      must be in `mapping` or matched by `ignore`.
     source: what `arrays` came from (a file path), for error messages.
+    ignore: `fnmatch` patterns of tensors the model has no use for, e.g.
+      "*.num_batches_tracked" (PyTorch's BatchNorm step counters).
 
   The model may be abstract (built under `nnx.eval_shape`): every variable
   is overwritten, so loading need not pay for a random initialization.
+  Floats of any width (float16, bfloat16, ...) are stored in the
+  variable's dtype.
 
   Raises:
     WeightsError: naming `source` and every missing, unexpected or
@@ -121,6 +128,11 @@ def assign_state_dict(
       non-float tensor, and model variable the mapping leaves unfilled.
       Nothing is written unless there is no problem at all.
   """
+  arrays = {
+      name: array
+      for name, array in arrays.items()
+      if not any(fnmatchcase(name, p) for p in ignore)
+  }
   variables = model_variables(model)
   problems = []
   unfilled = set(variables) - {e.target for e in mapping.values()}
@@ -148,7 +160,8 @@ def assign_state_dict(
       problems.append(
           f"tensor {name!r}: expected shape {want}, found {array.shape}"
       )
-    elif not np.issubdtype(array.dtype, np.floating):
+    # jnp's issubdtype, unlike numpy's, counts ml_dtypes' bfloat16.
+    elif not jnp.issubdtype(array.dtype, jnp.floating):
       problems.append(f"tensor {name!r}: expected floats, found {array.dtype}")
     else:
       if entry.perm is not None:
@@ -170,8 +183,13 @@ def state_dict_from_model(
 ) -> dict[str, np.ndarray]:
   """The inverse of `assign_state_dict`: model variables in source layout.
 
-  Lets tests write a state dict in the source framework's layout from a
-  model they built (no pretrained file needed) and check the round trip.
+  Exports a model to the source framework, and lets tests write a state
+  dict from a model they built (no pretrained file needed) and check the
+  round trip.
+
+  Returns:
+    source tensor name -> contiguous array (file writers such as
+    safetensors want them so), in `mapping`'s order.
   """
   variables = model_variables(model)
   out = {}
@@ -179,5 +197,5 @@ def state_dict_from_model(
     array = np.asarray(variables[entry.target].get_value())
     if entry.perm is not None:
       array = array.transpose(np.argsort(entry.perm))
-    out[name] = array
+    out[name] = np.ascontiguousarray(array)
   return out
