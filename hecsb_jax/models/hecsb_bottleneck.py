@@ -41,6 +41,7 @@ noise (False) or rounding (True) when a call does not say `training=`.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from flax import nnx
@@ -196,8 +197,20 @@ class FeatureDecoder(nnx.Module):
       *,
       width: int = 128,
       blocks: int = 1,
+      input_scale: float = 1.0,
       rngs: nnx.Rngs,
   ):
+    """Builds the layers.
+
+    Args:
+      num_measurements: m.
+      out_channels: C_t.
+      width: channels of the hidden layers.
+      blocks: residual blocks.
+      input_scale: fixed factor on y_hat before the first layer.
+      rngs: initialization keys.
+    """
+    self.input_scale = float(input_scale)
     self.conv_in = _he_conv(num_measurements, width, 3, rngs=rngs)
     self.blocks = nnx.List([
         nnx.List([_he_conv(width, width, 3, rngs=rngs),
@@ -215,7 +228,7 @@ class FeatureDecoder(nnx.Module):
 
   def __call__(self, y_hat: jax.Array) -> jax.Array:
     """[B, h, w, m] float32 -> [B, h, w, C_t] float32."""
-    h = jax.nn.relu(self.conv_in(y_hat))
+    h = jax.nn.relu(self.conv_in(self.input_scale * y_hat))
     for first, second in self.blocks:
       h = jax.nn.relu(h + second(jax.nn.relu(first(h))))
     return self.conv_out(h)
@@ -274,7 +287,11 @@ class HecsbBottleneck(nnx.Module):
     )
     self.decoder = FeatureDecoder(
         num_measurements, feature_channels, width=decoder_width,
-        blocks=decoder_blocks, rngs=rngs,
+        blocks=decoder_blocks,
+        # A row of W has norm ~sqrt(C_a) (on the bound), so y is ~sqrt(C_a)
+        # times the scale of the features; undoing that keeps the decoder's
+        # He-initialized layers at unit scale from the first step.
+        input_scale=1.0 / math.sqrt(acquisition_channels), rngs=rngs,
     )
     self.num_measurements = num_measurements
     self.deterministic = False
