@@ -35,7 +35,7 @@ import pytest
 from hecsb_jax.data import pretrained
 from hecsb_jax.models import resnet
 from hecsb_jax.models import resnet_import
-from hecsb_jax.models import torch_format
+from hecsb_jax.data import torch_format
 from hecsb_jax.models import weights
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

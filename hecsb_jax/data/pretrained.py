@@ -22,7 +22,7 @@ from hecsb_jax.data.errors import DataFormatError
 from hecsb_jax.models import efficientnet_lite
 from hecsb_jax.models import resnet
 from hecsb_jax.models import resnet_import
-from hecsb_jax.models import torch_format
+from hecsb_jax.data import torch_format
 from hecsb_jax.models import weights
 
 # Relative to the shared data folder (../shared/data).

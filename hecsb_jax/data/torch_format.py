@@ -33,7 +33,8 @@ import numpy as np
 
 
 class StateDictError(ValueError):
-  """A weights file is unreadable, unsafe, or does not fit the model."""
+  """A weights file is unreadable or unsafe (fitting it to a model is
+  `hecsb_jax.models.weights.WeightsError`'s job)."""
 
 
 # The magic number torch's legacy (non-zip) format pickles first.
