@@ -160,15 +160,17 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "train",
     progress: bool = True,
+    progress_metrics: tuple[str, ...] = (),
 ) -> FitResult:
   """Trains ``model``; keeps the parameters of the best validation epoch.
 
   Args:
     model: an nnx module. It is trained in train mode (``model.train()``)
       and validated in eval mode; it ends in eval mode, holding the best
-      epoch's parameters and non-trained state, and is returned. Its arrays
-      are donated to the first step: until `fit` returns, use only what it
-      returns.
+      epoch's parameters and non-trained state, and is returned. Training
+      works on a copy of its arrays (the copy is donated step to step), so
+      modules that share arrays with others, e.g. an `nnx.clone`d teacher,
+      stay valid, and so does the model if training is interrupted.
     loss_fn: ``(model, batch, rng) -> (loss, metrics)``. The same function
       scores validation data, with one fixed rng for every epoch so that
       validation losses are comparable across epochs.
@@ -194,6 +196,8 @@ def fit(
       checkpointed (logging, early stopping by raising).
     desc: progress-bar label.
     progress: show a progress bar with loss and speed.
+    progress_metrics: names of ``loss_fn`` metrics shown beside the loss
+      (e.g. ``("bits_per_image",)``).
 
   Returns:
     A `FitResult`.
@@ -219,6 +223,9 @@ def fit(
   tx = make_optimizer(config, num_steps, decay_mask)
   model.train()
   graphdef, state = step_lib.init_state(model, tx, trainable)
+  # Own buffers: the state is donated to each step, and the model's arrays
+  # may be shared with other modules (a cloned teacher) or used afterwards.
+  state = _copy(state)
   model.eval()
   eval_graphdef = nnx.graphdef(model)
   model.train()
@@ -307,8 +314,10 @@ def fit(
           sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
           bar.update(1)
           if i % 10 == 0:
-            bar.set_postfix(loss=f"{float(metrics['loss']):.4g}",
-                            img_s=f"{examples / (time.perf_counter() - start):.0f}")
+            bar.set_postfix(
+                loss=f"{float(metrics['loss']):.4g}",
+                **{k: f"{float(metrics[k]):.4g}" for k in progress_metrics},
+                img_s=f"{examples / (time.perf_counter() - start):.0f}")
         metrics = {k: float(v) / max(1, i + 1) for k, v in sums.items()}
       else:
         state, metrics = train_epoch(state, train, epoch_key)
@@ -335,6 +344,7 @@ def fit(
       epochs_run += 1
       bar.set_postfix(
           loss=f"{record['train_loss']:.4g}",
+          **{k: f"{record['train_' + k]:.4g}" for k in progress_metrics},
           **({"val": f"{val_loss:.4g}"} if val is not None else {}),
           ex_s=f"{record['examples_per_s']:.0f}",
       )
