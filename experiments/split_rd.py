@@ -1,0 +1,226 @@
+r"""Split computing, rate vs accuracy: HECS-B against JPEG, WebP and PNG.
+
+    python -m experiments.split_rd --data-dir ../shared/data --out runs/split_rd
+    python -m experiments.split_rd --data-dir ../shared/data --quick
+    python -m experiments.split_rd --data-dir ../shared/data \
+        --out runs/split_rd --eval-only --eval-dir MY_IMAGES
+
+Trains one HECS-B model per β that is not trained yet (stage 1, head
+distillation; stage 2, knowledge distillation; then the coding tables),
+scores every method on the `holdout` images, and writes under --out
+(default runs/split_rd): results.json, results.md, rd_curve.png,
+details.json, and the checkpoints (ckpt/). An interrupted run resumes; a
+finished one trains nothing. A checkpoint made with other settings
+(another --quick, --betas, other data) is refused, not reused: pick
+another --out, or pass --overwrite to retrain from scratch.
+
+--eval-only scores the finished models of --out, without training, on the
+holdout images of --eval-dir (any folder in the imagenet_samples layout:
+images/, labels.csv, split.csv) and writes the same files under
+OUT/eval/<folder name>/.
+
+Options and data are checked before any training; a bad one ends the run
+with a one-line `error: ...` and exit status 2 (--debug shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import shutil
+import sys
+import time
+import traceback
+
+from hecsb_jax.configs import split_rd as split_rd_config
+
+BACKBONES = ("efficientnet_lite0", "resnet50")
+
+
+def _parse_methods(text: str) -> tuple[str, ...]:
+  methods = tuple(t.strip() for t in text.split(",") if t.strip())
+  unknown = [m for m in methods if m not in split_rd_config.METHODS]
+  if not methods or unknown:
+    raise argparse.ArgumentTypeError(
+        f"--methods takes a comma-separated subset of"
+        f" {','.join(split_rd_config.METHODS)}: {text}")
+  return methods
+
+
+def _parse_betas(text: str) -> tuple[float, ...]:
+  try:
+    betas = tuple(float(t) for t in text.split(",") if t.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"--betas takes numbers like 1e-5,1e-4: {text}") from None
+  if not betas or min(betas) <= 0 or len(set(betas)) != len(betas):
+    raise argparse.ArgumentTypeError(
+        f"--betas needs distinct positive numbers: {text}")
+  return betas
+
+
+def _default_cache_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "hecsb_jax", "decoded_images")
+
+
+class _Parser(argparse.ArgumentParser):
+  """Bad options end in one line, like every other error of the command."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = _Parser(
+      prog="python -m experiments.split_rd",
+      description=__doc__.split("\n\n")[0],
+  )
+  p.add_argument("--data-dir", required=True,
+                 help="folder holding imagenet_samples/, extra_images/ and"
+                 " weights/, e.g. ../shared/data")
+  p.add_argument("--out", default=os.path.join("runs", "split_rd"))
+  p.add_argument("--backbone", choices=BACKBONES,
+                 default="efficientnet_lite0",
+                 help="resnet50 runs the paper-scale config (ImageNet"
+                 " through tfds; needs --weights)")
+  p.add_argument("--weights", default=None,
+                 help="the teacher's weights file (default: the"
+                 " EfficientNet-Lite0 .npz under --data-dir)")
+  p.add_argument("--quick", action="store_true",
+                 help="a minute or two: a few images, tiny epochs, every"
+                 " method and output")
+  p.add_argument("--methods", type=_parse_methods, default=None,
+                 help="comma-separated subset of"
+                 f" {','.join(split_rd_config.METHODS)} (default all)")
+  p.add_argument("--betas", type=_parse_betas, default=None,
+                 help="HECS-B rate weights, one model each (default: the"
+                 " config's)")
+  p.add_argument("--eval-only", action="store_true",
+                 help="score the finished models of --out without training")
+  p.add_argument("--eval-dir", default=None,
+                 help="folder in the imagenet_samples layout to score"
+                 " (every holdout image); default DATA_DIR/imagenet_samples")
+  p.add_argument("--cache-dir", default=_default_cache_dir(),
+                 help="where decoded 224x224 crops are cached")
+  p.add_argument("--overwrite", action="store_true",
+                 help="delete the checkpoints under --out first (instead"
+                 " of refusing ones made with other settings)")
+  p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--debug", action="store_true",
+                 help="on an error, show the whole traceback")
+  args = p.parse_args(argv)
+  if args.eval_only and args.overwrite:
+    p.error("--eval-only scores existing checkpoints; --overwrite would"
+            " delete them")
+  if args.backbone == "resnet50" and args.quick:
+    p.error("--quick exists for efficientnet_lite0 only")
+  if args.backbone == "resnet50" and not args.weights:
+    p.error("--backbone resnet50 needs --weights (no ResNet-50 weights are"
+            " in --data-dir)")
+  return args
+
+
+def build_config(args):
+  arg = "quick" if args.quick else (
+      "paper" if args.backbone == "resnet50" else None)
+  config = split_rd_config.get_config(arg)
+  if args.methods is not None:
+    config.methods = args.methods
+  if args.betas is not None:
+    config.hecsb.betas = args.betas
+  config.lock()
+  return config
+
+
+def _check_inputs(args, config) -> tuple[Path, Path]:
+  """Folders that must exist before anything starts (one-line errors)."""
+  data_dir = Path(args.data_dir)
+  if not data_dir.is_dir():
+    raise FileNotFoundError(f"{data_dir}: data folder not found (expected"
+                            " imagenet_samples/, extra_images/, weights/)")
+  eval_dir = Path(args.eval_dir) if args.eval_dir else (
+      data_dir / config.data.samples_dir)
+  if not eval_dir.is_dir():
+    raise FileNotFoundError(f"{eval_dir}: evaluation folder not found"
+                            " (expected images/, labels.csv, split.csv)")
+  if config.data.source != "folder":
+    raise NotImplementedError(
+        f"training from data source {config.data.source!r} (the paper-scale"
+        " config) is not wired into this command yet; the config is"
+        " hecsb_jax/configs/split_rd.py:paper")
+  return data_dir, eval_dir
+
+
+def run(args: argparse.Namespace, argv_text: str) -> dict:
+  """The experiment; raises on bad inputs or stale checkpoints."""
+  config = build_config(args)
+  data_dir, eval_dir = _check_inputs(args, config)
+  # Heavy imports after the options are known to be sane.
+  from experiments import split_rd_report
+  from experiments import split_rd_run
+
+  out = Path(args.out)
+  dest = out / "eval" / eval_dir.resolve().name if args.eval_only else out
+  if args.overwrite:
+    shutil.rmtree(out / "ckpt", ignore_errors=True)
+  started = time.perf_counter()
+  results, details = split_rd_run.run_experiment(
+      config, data_dir, out, eval_dir=eval_dir, eval_only=args.eval_only,
+      weights=args.weights, cache_dir=Path(args.cache_dir),
+      progress=not args.no_progress)
+  minutes = (time.perf_counter() - started) / 60
+  dest.mkdir(parents=True, exist_ok=True)
+  split_rd_report.write_json(results, dest / "results.json")
+  details.update(command=f"python -m experiments.split_rd {argv_text}",
+                 minutes=minutes, config=config.to_dict())
+  with open(dest / "details.json", "w") as f:
+    json.dump(details, f, indent=2, default=str)
+  notes = (
+      f"Command: `python -m experiments.split_rd {argv_text}` —"
+      f" {minutes:.1f} min. {config.backbone} cut after {config.split};"
+      f" {details['num_eval_images']} {config.data.eval_split} images of"
+      f" `{eval_dir}`"
+      + ("" if args.eval_only else
+         f"; {details['num_train_images']} training images")
+      + f". HECS-B: m = {config.hecsb.num_measurements},"
+      f" {config.hecsb.acquisition} acquisition, stage 1"
+      f" {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs}"
+      f" ({config.stage2.train}). Bytes: real containers / files of one"
+      " image each, headers included, averaged.")
+  (dest / "results.md").write_text(
+      split_rd_report.results_markdown(results, notes))
+  split_rd_report.plot_rd_curve(results, dest / "rd_curve.png")
+  print(split_rd_report.results_markdown(results, notes))
+  print(f"wrote {dest}/results.json, results.md, rd_curve.png,"
+        " details.json")
+  return results
+
+
+def main(argv=None) -> dict:
+  """The command line: errors end in one line and exit status 2."""
+  args = parse_args(argv)
+  argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+  from hecsb_jax.data.errors import DataFormatError
+  from hecsb_jax.models.weights import WeightsError
+  from hecsb_jax.train.checkpoint import CheckpointMismatchError
+  try:
+    return run(args, argv_text)
+  except (OSError, DataFormatError, WeightsError, CheckpointMismatchError,
+          NotImplementedError) as e:
+    if args.debug:
+      traceback.print_exc()
+    message = str(e).replace("\n", " ")
+    if isinstance(e, CheckpointMismatchError):
+      message += (f". Use another --out, or --overwrite to delete"
+                  f" {os.path.join(args.out, 'ckpt')} and retrain")
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+  main()

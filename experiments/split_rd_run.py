@@ -1,0 +1,515 @@
+"""Training and evaluation of the split rate-accuracy experiment.
+
+    data ─► decoded uint8 224×224 crops (cached once per file list)
+      train (dev + extra_images) ─► grain: random resized crop + flip
+      │   per β: stage 1 (head distillation) ─► stage 2 (KD) ─► tables.npz
+      │          checkpoints under ckpt/hecsb_<β>/{stage1,stage2,model}
+      └ eval (holdout of a folder in the imagenet_samples layout)
+          teacher ─────────────────────────────────────────► top-1/5
+          jpeg/webp/png: Pillow encode ─► len(bytes) ─► decode ─► teacher
+          hecsb: edge symbols ─► coding.compress (one image) ─► len(bytes)
+                 ─► coding.decompress ─► decoder + tail ─► top-1/5
+
+Every byte count is the length of a real encoded file or container of one
+image, header included; the classifier always sees what was decoded from
+those bytes. The coding tables are built once, when a model's training
+ends, saved beside its parameters, and only loaded afterwards.
+
+Each model's folder holds ``stage1/`` and ``stage2/`` (`fit`'s resumable
+checkpoints), ``tables.npz`` and ``model/`` (the finished student and its
+fingerprint, written last: its presence means the model is done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from pathlib import Path
+import time
+from typing import Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from hecsb_jax import coding
+from hecsb_jax import entropy
+from hecsb_jax.data import imagenet_folder
+from hecsb_jax.data import imagenet_pipeline as pipeline
+from hecsb_jax.data import pretrained
+from hecsb_jax.models import distill_losses as dl
+from hecsb_jax.models import hecsb_bottleneck as hb
+from hecsb_jax.models.split import SplitModel
+from hecsb_jax.train import step as step_lib
+from hecsb_jax.train.checkpoint import CheckpointMismatchError
+from hecsb_jax.train.checkpoint import TrainCheckpointer
+from hecsb_jax.train.checkpoint import compare_fingerprints
+from hecsb_jax.train.trainer import FitConfig, fit
+
+# Part of every fingerprint: bump when the same config trains differently.
+FORMAT = 1
+TOPK = 5
+
+
+# Jitted once: nnx.jit caches on the module's structure, so every β's
+# student (same shapes) and every batch reuse one compilation.
+jit_forward = nnx.jit(lambda model, x: model(x))
+jit_edge_symbols = nnx.jit(lambda student, x: student.edge_symbols(x))
+jit_logits_from_symbols = nnx.jit(
+    lambda student, s: student.logits_from_symbols(s))
+
+
+class MissingModelError(FileNotFoundError):
+  """--eval-only found no finished model where the config expects one."""
+
+
+@dataclasses.dataclass
+class Images:
+  """Decoded centre crops and what identifies them."""
+
+  images: np.ndarray  # [N, 224, 224, 3] uint8
+  labels: np.ndarray  # [N] int32, -1 = unlabelled
+  data_id: str  # hash of the file list and preprocessing
+
+
+# ------------------------------------------------------------------- data
+
+
+def _cached_crops(examples, cache_dir: Path, tag: str) -> np.ndarray:
+  """`imagenet_folder.decode_all` of a file list, decoded once and cached
+  under the list's `cache_key` (the scheme of `load_split_cached`, for
+  lists that are not a whole split: a subset, extra_images)."""
+  key = imagenet_folder.cache_key(examples)[:20]
+  path = cache_dir / f"split_rd-{tag}-{key}.npy"
+  want = (len(examples), imagenet_folder.CROP, imagenet_folder.CROP, 3)
+  if path.is_file():
+    try:
+      images = np.load(path, allow_pickle=False)
+      if images.shape == want and images.dtype == np.uint8:
+        return images
+    except (OSError, ValueError, EOFError):
+      pass
+  images = imagenet_folder.decode_all(examples, num_workers=2)
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+  np.save(tmp, images)
+  os.replace(tmp, path)
+  return images
+
+
+def folder_split(folder, split: str, limit: int, cache_dir) -> Images:
+  """A split of an imagenet_samples-layout folder (the first ``limit``
+  images; 0 for all), decoded through the cache."""
+  cache_dir = Path(cache_dir)
+  if limit:
+    examples = imagenet_folder.read_split(folder, split)[:limit]
+    images = _cached_crops(examples, cache_dir, split)
+  else:
+    images, _, examples = imagenet_folder.load_split_cached(
+        folder, split, cache_dir)
+  labels = np.array([e.label for e in examples], np.int32)
+  return Images(images, labels, imagenet_folder.cache_key(examples))
+
+
+def extra_images(folder, limit: int, cache_dir) -> Images:
+  """extra_images (labels.csv + images/; label -1 = no ImageNet label)."""
+  folder = Path(folder)
+  examples = pipeline.read_image_list(folder / "labels.csv",
+                                      folder / "images")
+  if limit:
+    examples = examples[:limit]
+  images = _cached_crops(examples, Path(cache_dir), "extra")
+  labels = np.array([e.label for e in examples], np.int32)
+  return Images(images, labels, imagenet_folder.cache_key(examples))
+
+
+def training_images(config, data_dir, cache_dir) -> Images:
+  """dev (+ extra_images): what stage 1 and stage 2 train on."""
+  parts = [folder_split(Path(data_dir) / config.data.samples_dir,
+                        config.data.train_split,
+                        config.data.train_limit_per_set, cache_dir)]
+  if config.data.extra_dir:
+    parts.append(extra_images(Path(data_dir) / config.data.extra_dir,
+                              config.data.train_limit_per_set, cache_dir))
+  return Images(
+      np.concatenate([p.images for p in parts]),
+      np.concatenate([p.labels for p in parts]),
+      hashlib.sha256("".join(p.data_id for p in parts).encode()).hexdigest(),
+  )
+
+
+def weights_path(config, data_dir, weights: str | None) -> Path:
+  if weights:
+    return Path(weights)
+  if config.backbone == "efficientnet_lite0":
+    return Path(data_dir) / pretrained.EFFICIENTNET_LITE0_NPZ
+  raise FileNotFoundError(f"{config.backbone} needs --weights (a"
+                          " torchvision .pth or .safetensors file)")
+
+
+def load_teacher(config, path: Path) -> nnx.Module:
+  """The pretrained backbone, in inference mode."""
+  if config.backbone == "efficientnet_lite0":
+    return pretrained.load_efficientnet_lite0(path)
+  return pretrained.load_resnet50(path)
+
+
+def file_sha256(path: Path) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- models
+
+
+def build_pair(teacher, config, beta_index: int) -> dl.TeacherStudent:
+  """A fresh student (HECS-B bottleneck at the split) beside the teacher."""
+  h = config.hecsb
+  rngs = nnx.Rngs(config.seed + 1000 * beta_index)
+  if h.acquisition == "prefix":
+    acquisition = hb.TeacherPrefix(nnx.clone(teacher), config.split)
+    channels = config.feature_channels
+  else:
+    acquisition = hb.ShallowAcquisition(tuple(h.shallow_widths), rngs=rngs)
+    channels = h.shallow_widths[-1]
+  bottleneck = hb.HecsbBottleneck(
+      acquisition, channels, h.num_measurements, config.feature_channels,
+      decoder_width=h.decoder_width, decoder_blocks=h.decoder_blocks,
+      measurement_init_std=h.measurement_init_std, rngs=rngs)
+  student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
+  return dl.TeacherStudent(teacher, student)
+
+
+def stage2_filter(config):
+  """What stage 2 trains (config.stage2.train)."""
+  which = config.stage2.train
+  if which == "decoder":
+    return nnx.All(nnx.Param, nnx.PathContains("student"),
+                   nnx.PathContains("decoder"))
+  if which == "decoder_tail":
+    return dl.stage2_trainable(train_encoder=False)
+  if which == "student":
+    return dl.stage2_trainable(
+        train_encoder=True,
+        train_acquisition=config.hecsb.train_acquisition)
+  raise ValueError(f"stage2.train must be decoder, decoder_tail or student,"
+                   f" got {which!r}")
+
+
+def model_name(beta: float) -> str:
+  return f"hecsb_beta{beta:g}"
+
+
+def model_fingerprint(config, beta: float, data_id: str,
+                      teacher_id: str) -> dict:
+  return {
+      "format": FORMAT, "beta": beta, "backbone": config.backbone,
+      "split": config.split, "teacher_sha256": teacher_id,
+      "train_data": data_id, "seed": config.seed,
+      "hecsb": {k: v for k, v in config.hecsb.to_dict().items()
+                if k != "betas"},
+      "stage1": config.stage1.to_dict(), "stage2": config.stage2.to_dict(),
+      "image_size": config.data.image_size,
+      "crop_scale": list(config.data.crop_scale),
+  }
+
+
+def _fit_config(section, seed) -> FitConfig:
+  return FitConfig(
+      epochs=section.epochs, batch_size=section.batch_size,
+      learning_rate=section.learning_rate, schedule=section.schedule,
+      warmup_epochs=section.warmup_epochs, seed=seed)
+
+
+def _restore_student(pair, model_dir: Path, fingerprint) -> dict | None:
+  """Loads a finished student into ``pair``; its meta, or None if absent."""
+  ckpt_dir = model_dir / "model"
+  if not ckpt_dir.is_dir():
+    return None
+  checkpointer = TrainCheckpointer(ckpt_dir)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      return None
+    meta = checkpointer.restore_meta(step)
+    if fingerprint is not None:
+      differences = compare_fingerprints(meta.get("fingerprint"),
+                                         fingerprint)
+      if differences:
+        raise CheckpointMismatchError(str(ckpt_dir), differences)
+    state, meta = checkpointer.restore(step, nnx.state(pair.student))
+  finally:
+    checkpointer.close()
+  nnx.update(pair.student, state)
+  return meta
+
+
+def train_model(pair, train: Images, config, beta: float, beta_index: int,
+                model_dir: Path, fingerprint: dict, *, progress: bool,
+                log: Callable[[str], None]) -> dict:
+  """Stage 1, stage 2 (each resumable), then the tables; or the finished
+  model if ``model_dir/model`` holds one. Returns a summary."""
+  meta = _restore_student(pair, model_dir, fingerprint)
+  if meta is not None:
+    log(f"{model_dir.name}: finished model restored (nothing to train)")
+    return dict(meta["summary"], epochs_run=0)
+  norm = pipeline.normalization(config.backbone)
+  seed = config.seed + 1000 * beta_index
+  mesh = step_lib.data_mesh() if jax.device_count() > 1 else None
+  source = pipeline.ArraySource(train.images, train.labels)
+  h = config.hecsb
+  frozen_prefix = h.acquisition == "prefix" and not h.train_acquisition
+  summary, epochs_run = {}, 0
+  for stage, section in (("stage1", config.stage1),
+                         ("stage2", config.stage2)):
+    if section.epochs == 0:
+      continue
+    batches = pipeline.train_fn(
+        source, batch_size=section.batch_size, seed=seed, norm=norm,
+        size=config.data.image_size, scale=tuple(config.data.crop_scale))
+    if stage == "stage1":
+      loss_fn = dl.make_stage1_loss(
+          beta, reuse_teacher_features=frozen_prefix)
+      trainable = dl.stage1_trainable(h.train_acquisition)
+      shown = ("mse", "bits_per_image")
+    else:
+      loss_fn = dl.make_stage2_loss(
+          section.alpha, section.temperature,
+          beta=beta if section.train == "student" else 0.0)
+      trainable = stage2_filter(config)
+      shown = ("kl", "bits_per_image")
+    t = time.perf_counter()
+    result = fit(
+        pair, loss_fn, batches, None, _fit_config(section, seed),
+        workdir=os.fspath(model_dir / stage),
+        fingerprint=dict(fingerprint, stage=stage), trainable=trainable,
+        project_fn=dl.project,
+        steps_per_epoch=pipeline.steps_per_epoch(source, section.batch_size),
+        mesh=mesh, desc=f"{model_dir.name} {stage}", progress=progress,
+        progress_metrics=shown)
+    epochs_run += result.epochs_run
+    last = result.history[-1] if result.history else {}
+    summary[stage] = {k: v for k, v in last.items()
+                      if k.startswith("train_") or k == "examples_per_s"}
+    log(f"{model_dir.name} {stage}: {result.epochs_run} epochs trained in"
+        f" {time.perf_counter() - t:.0f} s; last epoch "
+        + ", ".join(f"{k} {v:.4g}" for k, v in summary[stage].items()))
+  # The tables, built once from the trained prior and saved beside the
+  # parameters; evaluation (and any receiver) only ever loads them.
+  tables = entropy.build_tables(pair.student.bottleneck.entropy,
+                                precision=h.table_precision,
+                                tail_mass=h.table_tail_mass)
+  tables_path = model_dir / "tables.npz"
+  tmp = model_dir / f"tables.tmp{os.getpid()}.npz"
+  tables.save_npz(tmp)
+  os.replace(tmp, tables_path)
+  summary["model_id"] = coding.model_id(tables).hex()
+  checkpointer = TrainCheckpointer(model_dir / "model")
+  try:
+    checkpointer.save(0, nnx.state(pair.student),
+                      {"fingerprint": fingerprint, "summary": summary})
+  finally:
+    checkpointer.close()
+  return dict(summary, epochs_run=epochs_run)
+
+
+def load_finished_model(pair, model_dir: Path) -> dict:
+  """--eval-only: the finished student of ``model_dir`` (no training)."""
+  missing = [p for p in (model_dir / "model", model_dir / "tables.npz")
+             if not p.exists()]
+  meta = None if missing else _restore_student(pair, model_dir, None)
+  if meta is None:
+    raise MissingModelError(
+        f"{missing[0] if missing else model_dir / 'model'}: no finished"
+        " model (train it first: run without --eval-only, with the same"
+        " --out, --quick and --betas)")
+  return meta["summary"]
+
+
+# ------------------------------------------------------------- evaluation
+
+
+def _topk_hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """[N, 2] booleans: label is the top-1 / among the top-5."""
+  top = np.argsort(-logits, axis=-1)[:, :TOPK]
+  return np.stack([top[:, 0] == labels,
+                   (top == labels[:, None]).any(-1)], -1)
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn over fixed-size batches (the last one padded: one compilation)."""
+  outs = []
+  for i in range(0, len(x), batch_size):
+    chunk = x[i : i + batch_size]
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+    outs.append(np.asarray(fn(jnp.asarray(chunk)))[: batch_size - pad])
+  return np.concatenate(outs)
+
+
+class Evaluator:
+  """Scores methods on one set of decoded evaluation images."""
+
+  def __init__(self, teacher, data: Images, config):
+    self.teacher = teacher
+    self.data = data
+    self.batch_size = config.eval_batch_size
+    self.norm = pipeline.normalization(config.backbone)
+
+  def _normalized(self, images: np.ndarray) -> np.ndarray:
+    return pipeline.normalize(images, self.norm)
+
+  def score(self, logits: np.ndarray) -> dict[str, float]:
+    hits = _topk_hits(logits, self.data.labels)
+    return {"top1": float(hits[:, 0].mean()), "top5": float(hits[:, 1].mean())}
+
+  def teacher_logits(self, images: np.ndarray) -> np.ndarray:
+    return _batched(lambda x: jit_forward(self.teacher, x),
+                    self._normalized(images), self.batch_size)
+
+  def codec(self, fmt: str, setting: str, **save_args) -> dict:
+    """Pillow round trip of every image, then the unmodified teacher."""
+    sizes, decoded = [], np.empty_like(self.data.images)
+    for i, image in enumerate(self.data.images):
+      buf = io.BytesIO()
+      Image.fromarray(image).save(buf, format=fmt, **save_args)
+      data = buf.getvalue()
+      sizes.append(len(data))
+      with Image.open(io.BytesIO(data)) as img:
+        decoded[i] = np.asarray(img.convert("RGB"))
+    return {"setting": setting, "bytes_per_image": float(np.mean(sizes)),
+            **self.score(self.teacher_logits(decoded))}
+
+  def hecsb(self, student: SplitModel, tables: coding.CodingTables,
+            setting: str) -> dict:
+    """Edge symbols -> one container per image -> decoded -> server."""
+    student.eval()
+    symbols = _batched(
+        lambda x: jit_edge_symbols(student, x),
+        self._normalized(self.data.images), self.batch_size)
+    sizes, received = [], np.empty_like(symbols)
+    for i in range(len(symbols)):
+      data = coding.compress(symbols[i : i + 1], tables)
+      sizes.append(len(data))
+      received[i] = coding.decompress(data, tables)[0]
+    if not np.array_equal(received, symbols):
+      raise RuntimeError(f"{setting}: decoded symbols differ from the sent"
+                         " ones (the coder is broken)")
+    logits = _batched(
+        lambda s: jit_logits_from_symbols(student, s),
+        received, self.batch_size)
+    return {"setting": setting, "bytes_per_image": float(np.mean(sizes)),
+            **self.score(logits)}
+
+
+def codec_settings(config) -> dict[str, list[tuple[str, str, dict]]]:
+  """method -> [(Pillow format, setting name, save arguments)]."""
+  c = config.codecs
+  return {
+      # optimize: Huffman tables fitted to the image (smaller files at the
+      # same quality, what a careful sender would do).
+      "jpeg": [("JPEG", f"q={q}", {"quality": q, "optimize": True})
+               for q in c.jpeg_qualities],
+      # method 6: libwebp's slowest, smallest encoding.
+      "webp": [("WEBP", f"q={q}", {"quality": q, "method": 6})
+               for q in c.webp_qualities],
+      "png": [("PNG", "lossless", {"compress_level": c.png_compress_level})],
+  }
+
+
+# ---------------------------------------------------------------- the run
+
+
+def model_dirs(config, out: Path) -> list[tuple[float, Path]]:
+  return [(beta, out / "ckpt" / model_name(beta))
+          for beta in config.hecsb.betas]
+
+
+def run_experiment(
+    config: ml_collections.ConfigDict,
+    data_dir: Path,
+    out: Path,
+    *,
+    eval_dir: Path,
+    eval_only: bool = False,
+    weights: str | None = None,
+    cache_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, dict]:
+  """Trains what is missing (unless ``eval_only``) and scores every method.
+
+  Every input (weights, the evaluation folder, the training lists and, with
+  ``eval_only``, every finished model) is checked before anything is
+  trained or scored.
+
+  Returns:
+    (results in the schema of results.json, details: sizes, per-model
+    training summaries, times).
+  """
+  started = time.perf_counter()
+  teacher_file = weights_path(config, data_dir, weights)
+  if not teacher_file.is_file():
+    raise FileNotFoundError(f"{teacher_file}: weights file not found")
+  split = config.data.eval_split
+  eval_data = folder_split(eval_dir, split, config.data.eval_limit,
+                           cache_dir)
+  use_hecsb = "hecsb" in config.methods
+  if eval_only and use_hecsb:
+    for _, model_dir in model_dirs(config, out):
+      for path in (model_dir / "model", model_dir / "tables.npz"):
+        if not path.exists():
+          raise MissingModelError(
+              f"{path}: no finished model (train it first: run without"
+              " --eval-only, with the same --out, --quick and --betas)")
+  train = None
+  if use_hecsb and not eval_only:
+    train = training_images(config, data_dir, cache_dir)
+    log(f"training images: {len(train.images)}"
+        f" ({int((train.labels >= 0).sum())} labelled)")
+  teacher = load_teacher(config, teacher_file)
+  teacher_id = file_sha256(teacher_file)
+  evaluator = Evaluator(teacher, eval_data, config)
+  log(f"{split} images: {len(eval_data.images)} from {eval_dir}")
+  results = {
+      "teacher": evaluator.score(evaluator.teacher_logits(eval_data.images)),
+      "split": split,
+      "methods": {},
+  }
+  log(f"teacher: top-1 {results['teacher']['top1']:.3f}, top-5"
+      f" {results['teacher']['top5']:.3f}")
+  details = {"eval_dir": os.fspath(eval_dir),
+             "num_eval_images": len(eval_data.images),
+             "num_train_images": 0 if train is None else len(train.images),
+             "models": {}}
+
+  def record(method, score):
+    results["methods"].setdefault(method, []).append(score)
+    log(f"{method:<5s} {score['setting']:<14s} {score['bytes_per_image']:9.1f}"
+        f" B/image  top-1 {score['top1']:.3f}  top-5 {score['top5']:.3f}")
+
+  if use_hecsb:
+    for index, (beta, model_dir) in enumerate(model_dirs(config, out)):
+      pair = build_pair(teacher, config, index)
+      if eval_only:
+        summary = load_finished_model(pair, model_dir)
+      else:
+        fingerprint = model_fingerprint(config, beta, train.data_id,
+                                        teacher_id)
+        summary = train_model(pair, train, config, beta, index, model_dir,
+                              fingerprint, progress=progress, log=log)
+      details["models"][model_name(beta)] = summary
+      tables = coding.load_tables(model_dir / "tables.npz")
+      record("hecsb", evaluator.hecsb(pair.student, tables, f"beta={beta:g}"))
+  settings = codec_settings(config)
+  for method in config.methods:
+    for fmt, setting, save_args in settings.get(method, []):
+      record(method, evaluator.codec(fmt, setting, **save_args))
+  details["seconds"] = time.perf_counter() - started
+  return results, details

@@ -1,0 +1,139 @@
+"""Config of the split-computing rate-accuracy experiment (HECS-B §4.2).
+
+This machine's scale (EfficientNet-Lite0 cut after block4, the end of its
+stride-8 stage, 28×28×40; trained on the `dev` split of imagenet_samples
+plus extra_images, scored on `holdout`):
+
+    python -m experiments.split_rd --data-dir ../shared/data --out runs/split_rd
+
+Quick run (a minute or two on 2 cores; 16 training images, 8 holdout
+images, two β, one short epoch per stage, every codec; its numbers say the
+pipeline works, not which method wins):
+
+    python -m experiments.split_rd --data-dir ../shared/data --quick
+
+The paper's scale (ResNet-50 cut after layer2, 28×28×512, the ImageNet
+train set through tfds `imagenet2012`) is ``get_config("paper")``; it is a
+config for a GPU or TPU host, not something this 2-core machine can train.
+
+Expected runtime and results: see README.md (the full run's table, made on
+a 2-core CPU). Configs import no JAX: reading one is cheap.
+"""
+
+import ml_collections
+
+# One HECS-B model per β (rate weight, MSE per bit per image; see
+# hecsb_jax.models.distill_losses): larger β, fewer bytes.
+BETAS = (3e-6, 1e-5, 3e-5, 1e-4)
+JPEG_QUALITIES = (5, 10, 20, 30, 50, 75, 90)
+WEBP_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
+METHODS = ("hecsb", "jpeg", "webp", "png")
+
+
+def _codecs() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      jpeg_qualities=JPEG_QUALITIES,
+      webp_qualities=WEBP_QUALITIES,
+      # PNG is lossless: one setting, Pillow's strongest deflate level.
+      png_compress_level=9,
+  ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The experiment config.
+
+  Args:
+    arg: None or "full" (this machine's scale), "quick" (alias "runlocal":
+      the smoke config), or "paper" (ResNet-50, ImageNet via tfds).
+
+  Returns:
+    An unlocked ConfigDict; the CLI applies its options, then locks it.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.backbone = "efficientnet_lite0"
+  c.split = "block4"  # end of the stride-8 stage: 28×28×40 at 224
+  c.feature_channels = 40
+  c.methods = METHODS
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="folder",  # "folder": imagenet_samples + extra_images
+      samples_dir="imagenet_samples",  # relative to --data-dir
+      extra_dir="extra_images",  # relative to --data-dir; "" for none
+      train_split="dev",  # never holdout
+      eval_split="holdout",
+      # 0: every image. Otherwise the first N of each training set and of
+      # the evaluation split (the quick run).
+      train_limit_per_set=0,
+      eval_limit=0,
+      image_size=224,
+      # Random resized crop of the cached 224 centre crop: area fraction
+      # range (torchvision's default starts at 0.08; a cut-out of 8% of an
+      # already cropped image leaves too little of the object).
+      crop_scale=(0.25, 1.0),
+      interpolation="bicubic",  # evaluation resize (the weights' reference)
+      tfds_train_split="train",
+  ))
+
+  c.hecsb = ml_collections.ConfigDict(dict(
+      betas=BETAS,
+      # "prefix": the teacher's own layers up to the split (frozen unless
+      # train_acquisition); "shallow": a from-scratch ShallowAcquisition.
+      acquisition="prefix",
+      shallow_widths=(32, 64, 128),
+      train_acquisition=False,
+      num_measurements=16,
+      decoder_width=128,
+      decoder_blocks=1,
+      measurement_init_std=1.0,
+      table_precision=16,
+      table_tail_mass=2.0**-8,
+  ))
+  # Stage 1, head distillation: ||decoder(y~) - teacher features||^2 +
+  # beta * bits.
+  c.stage1 = ml_collections.ConfigDict(dict(
+      epochs=6, batch_size=32, learning_rate=1e-3, schedule="cosine",
+      warmup_epochs=0.0,
+  ))
+  # Stage 2, knowledge distillation: alpha * CE + (1 - alpha) T^2 KL.
+  # train: "decoder" (the server's decoder only), "decoder_tail" (sc2bench:
+  # decoder and the backbone's layers after the split; encoder and prior
+  # frozen), or "student" (the paper: everything but the acquisition).
+  c.stage2 = ml_collections.ConfigDict(dict(
+      epochs=1, batch_size=32, learning_rate=1e-4, schedule="cosine",
+      warmup_epochs=0.0, alpha=0.5, temperature=1.0, train="decoder_tail",
+  ))
+  c.codecs = _codecs()
+  c.eval_batch_size = 25
+
+  if arg in ("quick", "runlocal"):
+    c.data.train_limit_per_set = 8  # 8 dev + 8 extra_images
+    c.data.eval_limit = 8
+    c.hecsb.betas = (1e-5, 1e-4)
+    c.hecsb.decoder_width = 32
+    c.stage1.update(epochs=1, batch_size=8, learning_rate=1e-3)
+    c.stage2.update(epochs=1, batch_size=8)
+    c.codecs.jpeg_qualities = (10, 30, 50, 75, 90)
+    c.codecs.webp_qualities = (10, 30, 50, 75, 90)
+    c.eval_batch_size = 8
+  elif arg == "paper":
+    # ResNet-50 split before its third stage; torchvision's weights want
+    # bilinear resizing and ImageNet mean/std (imagenet_pipeline.TORCHVISION).
+    c.backbone = "resnet50"
+    c.split = "layer2"
+    c.feature_channels = 512
+    c.data.source = "tfds"
+    c.data.interpolation = "bilinear"
+    c.data.crop_scale = (0.08, 1.0)
+    c.hecsb.betas = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
+    c.hecsb.num_measurements = 48
+    c.hecsb.decoder_width = 256
+    c.hecsb.decoder_blocks = 2
+    c.stage1.update(epochs=10, batch_size=256, learning_rate=1e-3,
+                    warmup_epochs=0.1)
+    c.stage2.update(epochs=5, batch_size=256, learning_rate=1e-4)
+    c.eval_batch_size = 250
+  elif arg not in (None, "", "full"):
+    raise ValueError(f"unknown config argument {arg!r}: use 'quick',"
+                     " 'paper' or none")
+  return c

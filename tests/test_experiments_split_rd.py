@@ -1,0 +1,217 @@
+"""End-to-end: `python -m experiments.split_rd --quick` (one β), its rerun,
+--eval-only on another folder, and the one-line errors."""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from experiments import split_rd
+from experiments import split_rd_report
+
+DATA_DIR = Path(os.environ.get(
+    "HECSB_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+NEEDED = ("imagenet_samples", "extra_images", "weights/efficientnet_lite0")
+BETA = 1e-4
+
+
+def _data_dir() -> Path:
+  missing = [sub for sub in NEEDED if not (DATA_DIR / sub).exists()]
+  if missing:
+    reason = (f"shared data {', '.join(missing)} not found under {DATA_DIR}"
+              " (set HECSB_DATA_DIR)")
+    if os.environ.get("HECSB_REQUIRE_DATA", "") == "1":
+      pytest.fail(f"HECSB_REQUIRE_DATA=1 but {reason}")
+    pytest.skip(reason)
+  return DATA_DIR
+
+
+def _args(out, cache, *extra):
+  return ["--quick", "--betas", str(BETA), "--data-dir", str(_data_dir()),
+          "--out", str(out), "--cache-dir", str(cache), "--no-progress",
+          *extra]
+
+
+def _ckpt_files(out):
+  return {p: p.stat().st_mtime_ns for p in (out / "ckpt").rglob("*")
+          if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  """One --quick run (one β) shared by the tests below."""
+  root = tmp_path_factory.mktemp("split_rd")
+  out, cache = root / "run", root / "cache"
+  results = split_rd.main(_args(out, cache))
+  return out, cache, results
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_output_in_the_schema(quick):
+  out, _, results = quick
+  on_disk = json.loads((out / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(results))
+  split_rd_report.check_schema(on_disk)
+  assert on_disk["split"] == "holdout"
+  assert set(on_disk["methods"]) == {"hecsb", "jpeg", "webp", "png"}
+  methods = on_disk["methods"]
+  assert [s["setting"] for s in methods["hecsb"]] == [f"beta={BETA:g}"]
+  assert len(methods["jpeg"]) >= 5 and len(methods["webp"]) >= 5
+  for scores in methods.values():
+    for s in scores:
+      assert s["bytes_per_image"] > 0 and 0 <= s["top1"] <= s["top5"] <= 1
+  # Lossless PNG hands the teacher its own input.
+  assert methods["png"][0]["top1"] == on_disk["teacher"]["top1"]
+  jpeg = sorted(methods["jpeg"], key=lambda s: int(s["setting"][2:]))
+  assert [s["bytes_per_image"] for s in jpeg] == sorted(
+      s["bytes_per_image"] for s in jpeg)
+  assert (out / "rd_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  table = (out / "results.md").read_text()
+  assert "| HECS-B | beta=0.0001 |" in table and "| WebP | q=" in table
+  details = json.loads((out / "details.json").read_text())
+  assert details["num_eval_images"] == 8
+  assert details["num_train_images"] == 16  # 8 dev + 8 extra_images
+  model_dir = out / "ckpt" / f"hecsb_beta{BETA:g}"
+  assert (model_dir / "tables.npz").is_file()
+
+
+@pytest.mark.slow
+def test_bytes_are_the_real_container_and_file_lengths(quick):
+  from experiments import split_rd_run
+  from hecsb_jax import coding
+  from hecsb_jax.data import imagenet_folder
+
+  out, cache, results = quick
+  config = split_rd.build_config(split_rd.parse_args(_args(out, cache)))
+  data_dir = _data_dir()
+  holdout = split_rd_run.folder_split(data_dir / "imagenet_samples",
+                                      "holdout", 8, cache)
+  # The cached crops are the evaluation preprocessing of the files.
+  first = imagenet_folder.read_split(data_dir / "imagenet_samples",
+                                     "holdout")[0]
+  np.testing.assert_array_equal(
+      holdout.images[0], imagenet_folder.decode_center_crop(first.path))
+
+  sizes = []
+  for image in holdout.images:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=10, optimize=True)
+    sizes.append(len(buf.getvalue()))
+  jpeg10 = next(s for s in results["methods"]["jpeg"]
+                if s["setting"] == "q=10")
+  assert jpeg10["bytes_per_image"] == np.mean(sizes)
+
+  teacher = split_rd_run.load_teacher(
+      config, split_rd_run.weights_path(config, data_dir, None))
+  pair = split_rd_run.build_pair(teacher, config, 0)
+  model_dir = out / "ckpt" / f"hecsb_beta{BETA:g}"
+  summary = split_rd_run.load_finished_model(pair, model_dir)
+  tables = coding.load_tables(model_dir / "tables.npz")
+  assert coding.model_id(tables).hex() == summary["model_id"]
+  pair.student.eval()
+  x = holdout.images.astype(np.float32)
+  # The run's jitted edge function on the run's batch shape: compiled once.
+  symbols = np.asarray(split_rd_run.jit_edge_symbols(
+      pair.student, (x - 127.0) / 128.0))
+  containers = [coding.compress(symbols[i : i + 1], tables)
+                for i in range(len(symbols))]
+  hecsb = results["methods"]["hecsb"][0]
+  assert hecsb["bytes_per_image"] == np.mean([len(c) for c in containers])
+  for c, s in zip(containers[:2], symbols[:2]):
+    assert coding.read_header(c).shape == (1, *s.shape)
+    np.testing.assert_array_equal(coding.decompress(c, tables)[0], s)
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing(quick, capsys):
+  out, cache, results = quick
+  files = _ckpt_files(out)
+  again = split_rd.main(_args(out, cache))
+  assert _ckpt_files(out) == files  # a trained epoch would write one
+  assert again == results
+  assert "finished model restored (nothing to train)" in (
+      capsys.readouterr().out)
+
+
+def _small_folder(root: Path, count: int) -> Path:
+  """The first `count` holdout images, in the imagenet_samples layout."""
+  src = _data_dir() / "imagenet_samples"
+  with open(src / "split.csv", newline="") as f:
+    rows = [r for r in csv.DictReader(f) if r["split"] == "holdout"][:count]
+  names = {r["filename"] for r in rows}
+  (root / "images").mkdir(parents=True)
+  for name in names:
+    shutil.copy(src / "images" / name, root / "images" / name)
+  for csv_name in ("labels.csv", "split.csv"):
+    with open(src / csv_name, newline="") as f:
+      reader = csv.DictReader(f)
+      kept = [r for r in reader if r["filename"] in names]
+      header = reader.fieldnames
+    with open(root / csv_name, "w", newline="") as f:
+      writer = csv.DictWriter(f, header)
+      writer.writeheader()
+      writer.writerows(kept)
+  return root
+
+
+@pytest.mark.slow
+def test_eval_only_scores_another_folder_without_training(quick, tmp_path):
+  out, cache, _ = quick
+  folder = _small_folder(tmp_path / "mine", 3)
+  files = _ckpt_files(out)
+  results = split_rd.main(_args(out, cache, "--eval-only", "--eval-dir",
+                                str(folder), "--methods", "hecsb,png"))
+  assert _ckpt_files(out) == files
+  dest = out / "eval" / "mine"
+  on_disk = json.loads((dest / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(results))
+  split_rd_report.check_schema(on_disk)
+  assert set(on_disk["methods"]) == {"hecsb", "png"}
+  assert json.loads((dest / "details.json").read_text())[
+      "num_eval_images"] == 3
+  assert (dest / "rd_curve.png").is_file() and (dest / "results.md").is_file()
+
+
+def _one_line_error(capsys, argv) -> str:
+  with pytest.raises(SystemExit) as e:
+    split_rd.main(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert "Traceback" not in err and "\n" not in err, err
+  return err
+
+
+def test_eval_only_without_a_trained_model_names_it(tmp_path, capsys):
+  err = _one_line_error(capsys, _args(tmp_path / "empty", tmp_path / "c",
+                                      "--eval-only"))
+  assert err.startswith("error: ")
+  assert str(tmp_path / "empty" / "ckpt" / f"hecsb_beta{BETA:g}") in err
+  assert "no finished model" in err
+
+
+def test_missing_data_folder_is_one_line_naming_it(tmp_path, capsys):
+  missing = tmp_path / "nowhere"
+  err = _one_line_error(capsys, [
+      "--quick", "--data-dir", str(missing), "--out", str(tmp_path / "o")])
+  assert err.startswith("error: ") and str(missing) in err
+  assert not (tmp_path / "o").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--methods", "jpeg,gif", "--methods takes"),
+    ("--betas", "1e-4,-1", "--betas needs"),
+    ("--betas", "small", "--betas takes"),
+])
+def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
+                                               value, words):
+  err = _one_line_error(capsys, [
+      "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), option,
+      value])
+  assert words in err
+  assert not (tmp_path / "o").exists()
