@@ -215,7 +215,10 @@ def main(argv=None) -> dict:
     if args.debug:
       traceback.print_exc()
     message = str(e).replace("\n", " ")
-    if isinstance(e, CheckpointMismatchError):
+    if isinstance(e, CheckpointMismatchError) and args.eval_only:
+      message += (". Score with the options the run was trained with"
+                  " (--quick, --backbone)")
+    elif isinstance(e, CheckpointMismatchError):
       message += (f". Use another --out, or --overwrite to delete"
                   f" {os.path.join(args.out, 'ckpt')} and retrain")
     print(f"error: {message}", file=sys.stderr)

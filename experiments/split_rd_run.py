@@ -28,6 +28,7 @@ import io
 import os
 from pathlib import Path
 import time
+import zlib
 from typing import Callable
 
 from flax import nnx
@@ -102,45 +103,67 @@ def _cached_crops(examples, cache_dir: Path, tag: str) -> np.ndarray:
   return images
 
 
-def folder_split(folder, split: str, limit: int, cache_dir) -> Images:
-  """A split of an imagenet_samples-layout folder (the first ``limit``
-  images; 0 for all), decoded through the cache."""
-  cache_dir = Path(cache_dir)
+@dataclasses.dataclass
+class ImageList:
+  """Files to decode, listed (and checked) before anything is decoded."""
+
+  examples: list  # [imagenet_folder.Example]
+  tag: str  # cache file prefix
+  # (folder, split) when this is a whole split: `load_split_cached` then.
+  whole_split: tuple | None = None
+
+
+def split_list(folder, split: str, limit: int) -> ImageList:
+  """A split of an imagenet_samples-layout folder (its first ``limit``
+  images; 0 for all)."""
+  examples = imagenet_folder.read_split(folder, split)
   if limit:
-    examples = imagenet_folder.read_split(folder, split)[:limit]
-    images = _cached_crops(examples, cache_dir, split)
-  else:
-    images, _, examples = imagenet_folder.load_split_cached(
-        folder, split, cache_dir)
-  labels = np.array([e.label for e in examples], np.int32)
-  return Images(images, labels, imagenet_folder.cache_key(examples))
+    return ImageList(examples[:limit], split)
+  return ImageList(examples, split, (folder, split))
 
 
-def extra_images(folder, limit: int, cache_dir) -> Images:
+def extra_list(folder, limit: int) -> ImageList:
   """extra_images (labels.csv + images/; label -1 = no ImageNet label)."""
   folder = Path(folder)
   examples = pipeline.read_image_list(folder / "labels.csv",
                                       folder / "images")
-  if limit:
-    examples = examples[:limit]
-  images = _cached_crops(examples, Path(cache_dir), "extra")
-  labels = np.array([e.label for e in examples], np.int32)
-  return Images(images, labels, imagenet_folder.cache_key(examples))
+  return ImageList(examples[:limit] if limit else examples, "extra")
 
 
-def training_images(config, data_dir, cache_dir) -> Images:
+def data_id(lists: list[ImageList]) -> str:
+  """Hash of every file list (names, sizes, labels) and preprocessing."""
+  keys = "".join(imagenet_folder.cache_key(l.examples) for l in lists)
+  return hashlib.sha256(keys.encode()).hexdigest()
+
+
+def decode(lists: list[ImageList], cache_dir) -> Images:
+  """The lists' crops, concatenated, decoded through the cache."""
+  cache_dir = Path(cache_dir)
+  images = []
+  for l in lists:
+    if l.whole_split:
+      images.append(imagenet_folder.load_split_cached(
+          *l.whole_split, cache_dir)[0])
+    else:
+      images.append(_cached_crops(l.examples, cache_dir, l.tag))
+  labels = np.array([e.label for l in lists for e in l.examples], np.int32)
+  return Images(np.concatenate(images), labels, data_id(lists))
+
+
+def folder_split(folder, split: str, limit: int, cache_dir) -> Images:
+  """`split_list`, decoded."""
+  return decode([split_list(folder, split, limit)], cache_dir)
+
+
+def training_lists(config, data_dir) -> list[ImageList]:
   """dev (+ extra_images): what stage 1 and stage 2 train on."""
-  parts = [folder_split(Path(data_dir) / config.data.samples_dir,
-                        config.data.train_split,
-                        config.data.train_limit_per_set, cache_dir)]
+  lists = [split_list(Path(data_dir) / config.data.samples_dir,
+                      config.data.train_split,
+                      config.data.train_limit_per_set)]
   if config.data.extra_dir:
-    parts.append(extra_images(Path(data_dir) / config.data.extra_dir,
-                              config.data.train_limit_per_set, cache_dir))
-  return Images(
-      np.concatenate([p.images for p in parts]),
-      np.concatenate([p.labels for p in parts]),
-      hashlib.sha256("".join(p.data_id for p in parts).encode()).hexdigest(),
-  )
+    lists.append(extra_list(Path(data_dir) / config.data.extra_dir,
+                            config.data.train_limit_per_set))
+  return lists
 
 
 def weights_path(config, data_dir, weights: str | None) -> Path:
@@ -167,10 +190,16 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------- models
 
 
-def build_pair(teacher, config, beta_index: int) -> dl.TeacherStudent:
+def model_seed(config, beta: float) -> int:
+  """Seed of one β's model and data order, from β itself (not its place in
+  --betas, so a model resumes the same whichever list names it)."""
+  return (config.seed + zlib.crc32(f"{beta:g}".encode())) % 2**31
+
+
+def build_pair(teacher, config, beta: float) -> dl.TeacherStudent:
   """A fresh student (HECS-B bottleneck at the split) beside the teacher."""
   h = config.hecsb
-  rngs = nnx.Rngs(config.seed + 1000 * beta_index)
+  rngs = nnx.Rngs(model_seed(config, beta))
   if h.acquisition == "prefix":
     acquisition = hb.TeacherPrefix(nnx.clone(teacher), config.split)
     channels = config.feature_channels
@@ -226,8 +255,42 @@ def _fit_config(section, seed) -> FitConfig:
       warmup_epochs=section.warmup_epochs, seed=seed)
 
 
-def _restore_student(pair, model_dir: Path, fingerprint) -> dict | None:
-  """Loads a finished student into ``pair``; its meta, or None if absent."""
+def check_checkpoints(model_dir: Path, fingerprint: dict) -> None:
+  """Refuses, before any work, checkpoints made with other settings.
+
+  `fit` checks its own checkpoints too, but only once the training data is
+  decoded; this reads just the JSON records.
+
+  Raises:
+    CheckpointMismatchError: naming the folder and the differing fields.
+  """
+  for part, expected in (("model", fingerprint),
+                         ("stage1", dict(fingerprint, stage="stage1")),
+                         ("stage2", dict(fingerprint, stage="stage2"))):
+    directory = model_dir / part
+    if not directory.is_dir():
+      continue
+    checkpointer = TrainCheckpointer(directory)
+    try:
+      step = checkpointer.latest_step()
+      if step is None:
+        continue
+      saved = checkpointer.restore_meta(step).get("fingerprint") or {}
+    finally:
+      checkpointer.close()
+    differences = compare_fingerprints(
+        saved if part == "model" else saved.get("run"), expected)
+    if differences:
+      raise CheckpointMismatchError(str(directory), differences)
+
+
+def _restore_student(pair, model_dir: Path, fingerprint: dict,
+                     keys: tuple[str, ...] | None = None) -> dict | None:
+  """Loads a finished student into ``pair``; its meta, or None if absent.
+
+  The saved fingerprint must equal ``fingerprint`` (only its ``keys``, when
+  given: what shapes the model, for scoring without the training data).
+  """
   ckpt_dir = model_dir / "model"
   if not ckpt_dir.is_dir():
     return None
@@ -236,12 +299,13 @@ def _restore_student(pair, model_dir: Path, fingerprint) -> dict | None:
     step = checkpointer.latest_step()
     if step is None:
       return None
-    meta = checkpointer.restore_meta(step)
-    if fingerprint is not None:
-      differences = compare_fingerprints(meta.get("fingerprint"),
-                                         fingerprint)
-      if differences:
-        raise CheckpointMismatchError(str(ckpt_dir), differences)
+    saved = checkpointer.restore_meta(step).get("fingerprint") or {}
+    if keys is not None:
+      saved = {k: saved.get(k) for k in keys}
+      fingerprint = {k: fingerprint[k] for k in keys}
+    differences = compare_fingerprints(saved, fingerprint)
+    if differences:
+      raise CheckpointMismatchError(str(ckpt_dir), differences)
     state, meta = checkpointer.restore(step, nnx.state(pair.student))
   finally:
     checkpointer.close()
@@ -249,8 +313,8 @@ def _restore_student(pair, model_dir: Path, fingerprint) -> dict | None:
   return meta
 
 
-def train_model(pair, train: Images, config, beta: float, beta_index: int,
-                model_dir: Path, fingerprint: dict, *, progress: bool,
+def train_model(pair, train: Images, config, beta: float, model_dir: Path,
+                fingerprint: dict, *, progress: bool,
                 log: Callable[[str], None]) -> dict:
   """Stage 1, stage 2 (each resumable), then the tables; or the finished
   model if ``model_dir/model`` holds one. Returns a summary."""
@@ -259,7 +323,7 @@ def train_model(pair, train: Images, config, beta: float, beta_index: int,
     log(f"{model_dir.name}: finished model restored (nothing to train)")
     return dict(meta["summary"], epochs_run=0)
   norm = pipeline.normalization(config.backbone)
-  seed = config.seed + 1000 * beta_index
+  seed = model_seed(config, beta)
   mesh = step_lib.data_mesh() if jax.device_count() > 1 else None
   source = pipeline.ArraySource(train.images, train.labels)
   h = config.hecsb
@@ -318,11 +382,18 @@ def train_model(pair, train: Images, config, beta: float, beta_index: int,
   return dict(summary, epochs_run=epochs_run)
 
 
-def load_finished_model(pair, model_dir: Path) -> dict:
-  """--eval-only: the finished student of ``model_dir`` (no training)."""
+def load_finished_model(pair, config, beta: float, model_dir: Path) -> dict:
+  """--eval-only: the finished student of ``model_dir`` (no training, no
+  training data); its summary."""
   missing = [p for p in (model_dir / "model", model_dir / "tables.npz")
              if not p.exists()]
-  meta = None if missing else _restore_student(pair, model_dir, None)
+  meta = None
+  if not missing:
+    # The parts of the fingerprint that shape the model (the data's hash
+    # and the teacher file's are not known without the training data).
+    meta = _restore_student(pair, model_dir,
+                            model_fingerprint(config, beta, "", ""),
+                            keys=("format", "backbone", "split", "hecsb"))
   if meta is None:
     raise MissingModelError(
         f"{missing[0] if missing else model_dir / 'model'}: no finished"
@@ -458,23 +529,32 @@ def run_experiment(
   if not teacher_file.is_file():
     raise FileNotFoundError(f"{teacher_file}: weights file not found")
   split = config.data.eval_split
-  eval_data = folder_split(eval_dir, split, config.data.eval_limit,
-                           cache_dir)
+  eval_list = split_list(eval_dir, split, config.data.eval_limit)
   use_hecsb = "hecsb" in config.methods
-  if eval_only and use_hecsb:
+  teacher_id = file_sha256(teacher_file)
+  train_lists, fingerprints = None, {}
+  if use_hecsb and eval_only:
     for _, model_dir in model_dirs(config, out):
       for path in (model_dir / "model", model_dir / "tables.npz"):
         if not path.exists():
           raise MissingModelError(
               f"{path}: no finished model (train it first: run without"
               " --eval-only, with the same --out, --quick and --betas)")
+  elif use_hecsb:
+    train_lists = training_lists(config, data_dir)
+    train_id = data_id(train_lists)
+    for beta, model_dir in model_dirs(config, out):
+      fingerprints[beta] = model_fingerprint(config, beta, train_id,
+                                             teacher_id)
+      check_checkpoints(model_dir, fingerprints[beta])
+  # Everything is known to be there and consistent: now the slow part.
+  eval_data = decode([eval_list], cache_dir)
   train = None
-  if use_hecsb and not eval_only:
-    train = training_images(config, data_dir, cache_dir)
+  if train_lists is not None:
+    train = decode(train_lists, cache_dir)
     log(f"training images: {len(train.images)}"
         f" ({int((train.labels >= 0).sum())} labelled)")
   teacher = load_teacher(config, teacher_file)
-  teacher_id = file_sha256(teacher_file)
   evaluator = Evaluator(teacher, eval_data, config)
   log(f"{split} images: {len(eval_data.images)} from {eval_dir}")
   results = {
@@ -495,15 +575,13 @@ def run_experiment(
         f" B/image  top-1 {score['top1']:.3f}  top-5 {score['top5']:.3f}")
 
   if use_hecsb:
-    for index, (beta, model_dir) in enumerate(model_dirs(config, out)):
-      pair = build_pair(teacher, config, index)
+    for beta, model_dir in model_dirs(config, out):
+      pair = build_pair(teacher, config, beta)
       if eval_only:
-        summary = load_finished_model(pair, model_dir)
+        summary = load_finished_model(pair, config, beta, model_dir)
       else:
-        fingerprint = model_fingerprint(config, beta, train.data_id,
-                                        teacher_id)
-        summary = train_model(pair, train, config, beta, index, model_dir,
-                              fingerprint, progress=progress, log=log)
+        summary = train_model(pair, train, config, beta, model_dir,
+                              fingerprints[beta], progress=progress, log=log)
       details["models"][model_name(beta)] = summary
       tables = coding.load_tables(model_dir / "tables.npz")
       record("hecsb", evaluator.hecsb(pair.student, tables, f"beta={beta:g}"))

@@ -109,9 +109,10 @@ def test_bytes_are_the_real_container_and_file_lengths(quick):
 
   teacher = split_rd_run.load_teacher(
       config, split_rd_run.weights_path(config, data_dir, None))
-  pair = split_rd_run.build_pair(teacher, config, 0)
+  pair = split_rd_run.build_pair(teacher, config, BETA)
   model_dir = out / "ckpt" / f"hecsb_beta{BETA:g}"
-  summary = split_rd_run.load_finished_model(pair, model_dir)
+  summary = split_rd_run.load_finished_model(pair, config, BETA,
+                                               model_dir)
   tables = coding.load_tables(model_dir / "tables.npz")
   assert coding.model_id(tables).hex() == summary["model_id"]
   pair.student.eval()
@@ -137,6 +138,20 @@ def test_rerun_trains_nothing(quick, capsys):
   assert again == results
   assert "finished model restored (nothing to train)" in (
       capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_checkpoints_of_other_settings_are_refused_before_any_work(
+    quick, capsys):
+  out, cache, _ = quick
+  files = _ckpt_files(out)
+  # The full config into the quick run's folder: same β, other settings.
+  args = [a for a in _args(out, cache) if a != "--quick"]
+  err = _one_line_error(capsys, args)
+  assert err.startswith("error: ")
+  assert "made with other settings" in err and "stage1.epochs" in err
+  assert "--overwrite" in err and "another --out" in err
+  assert _ckpt_files(out) == files
 
 
 def _small_folder(root: Path, count: int) -> Path:
