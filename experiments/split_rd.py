@@ -192,10 +192,11 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
       f" {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs}"
       f" ({config.stage2.train}). Bytes: real containers / files of one"
       " image each, headers included, averaged.")
-  (dest / "results.md").write_text(
-      split_rd_report.results_markdown(results, notes))
+  markdown = split_rd_report.results_markdown(results, notes,
+                                              details["models"])
+  (dest / "results.md").write_text(markdown)
   split_rd_report.plot_rd_curve(results, dest / "rd_curve.png")
-  print(split_rd_report.results_markdown(results, notes))
+  print(markdown)
   print(f"wrote {dest}/results.json, results.md, rd_curve.png,"
         " details.json")
   return results

@@ -47,8 +47,30 @@ def write_json(results: Mapping, path: str | os.PathLike) -> None:
   os.replace(tmp, path)
 
 
-def results_markdown(results: Mapping, notes: str = "") -> str:
-  """One table per method (settings by rate), the teacher above them."""
+def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
+  """Per HECS-B model: its coding tables' id and its last training epoch
+  (training-set figures: the rate there is the prior's estimate under
+  noise, not coded bytes)."""
+  lines = ["| model | tables id | stage-1 MSE | stage-1 bits / image |"
+           " stage-2 KL | stage-2 top-1 (train) |",
+           "|---|---|---:|---:|---:|---:|"]
+
+  def cell(d, k):
+    return "–" if k not in d else f"{d[k]:.4g}"
+
+  for name, summary in models.items():
+    s1, s2 = summary.get("stage1", {}), summary.get("stage2", {})
+    lines.append(
+        f"| {name} | `{summary.get('model_id', '?')}` |"
+        f" {cell(s1, 'train_mse')} | {cell(s1, 'train_bits_per_image')} |"
+        f" {cell(s2, 'train_kl')} | {cell(s2, 'train_top1')} |")
+  return lines
+
+
+def results_markdown(results: Mapping, notes: str = "",
+                     models: Mapping[str, Mapping] | None = None) -> str:
+  """One table per method (settings by rate), the teacher above them, and
+  the HECS-B models' training summaries when given."""
   t = results["teacher"]
   lines = [f"# Rate vs accuracy on `{results['split']}`", ""]
   if notes:
@@ -63,6 +85,8 @@ def results_markdown(results: Mapping, notes: str = "") -> str:
           f"| {METHOD_LABELS.get(method, method)} | {s['setting']} |"
           f" {s['bytes_per_image']:,.1f} | {s['top1']:.3f} |"
           f" {s['top5']:.3f} |")
+  if models:
+    lines += ["", "## HECS-B models", ""] + models_markdown(models)
   return "\n".join(lines) + "\n"
 
 

@@ -71,7 +71,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # range (torchvision's default starts at 0.08; a cut-out of 8% of an
       # already cropped image leaves too little of the object).
       crop_scale=(0.25, 1.0),
-      interpolation="bicubic",  # evaluation resize (the weights' reference)
       tfds_train_split="train",
   ))
 
@@ -123,6 +122,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.split = "layer2"
     c.feature_channels = 512
     c.data.source = "tfds"
+    # Evaluation resize of the grain/tfds path (imagenet_pipeline.
+    # eval_batches); the folder cache of the small scale is bicubic, what
+    # EfficientNet-Lite0's reference figures used.
     c.data.interpolation = "bilinear"
     c.data.crop_scale = (0.08, 1.0)
     c.hecsb.betas = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
