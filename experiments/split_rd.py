@@ -14,6 +14,10 @@ finished one trains nothing. A checkpoint made with other settings
 (another --quick, --betas, other data) is refused, not reused: pick
 another --out, or pass --overwrite to retrain from scratch.
 
+--tune trains without a quarter of dev (class_index % 5 == 3) and scores
+on it instead of holdout, under OUT/tune/: settings are chosen there,
+holdout is only reported.
+
 --eval-only scores the finished models of --out, without training, on the
 holdout images of --eval-dir (any folder in the imagenet_samples layout:
 images/, labels.csv, split.csv) and writes the same files under
@@ -105,6 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--eval-dir", default=None,
                  help="folder in the imagenet_samples layout to score"
                  " (every holdout image); default DATA_DIR/imagenet_samples")
+  p.add_argument("--tune", action="store_true",
+                 help="hold a quarter of dev out of training and score on it"
+                 " instead of holdout (for choosing settings); writes"
+                 " under OUT/tune/")
   p.add_argument("--cache-dir", default=_default_cache_dir(),
                  help="where decoded 224x224 crops are cached")
   p.add_argument("--overwrite", action="store_true",
@@ -117,6 +125,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.eval_only and args.overwrite:
     p.error("--eval-only scores existing checkpoints; --overwrite would"
             " delete them")
+  if args.tune and (args.eval_only or args.eval_dir):
+    p.error("--tune scores the held-out part of dev; it takes neither"
+            " --eval-only nor --eval-dir")
   if args.backbone == "resnet50" and args.quick:
     p.error("--quick exists for efficientnet_lite0 only")
   if args.backbone == "resnet50" and not args.weights:
@@ -164,14 +175,14 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
   from experiments import split_rd_report
   from experiments import split_rd_run
 
-  out = Path(args.out)
+  out = Path(args.out) / "tune" if args.tune else Path(args.out)
   dest = out / "eval" / eval_dir.resolve().name if args.eval_only else out
   if args.overwrite:
     shutil.rmtree(out / "ckpt", ignore_errors=True)
   started = time.perf_counter()
   results, details = split_rd_run.run_experiment(
       config, data_dir, out, eval_dir=eval_dir, eval_only=args.eval_only,
-      weights=args.weights, cache_dir=Path(args.cache_dir),
+      tune=args.tune, weights=args.weights, cache_dir=Path(args.cache_dir),
       progress=not args.no_progress)
   minutes = (time.perf_counter() - started) / 60
   dest.mkdir(parents=True, exist_ok=True)
@@ -183,7 +194,7 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
   notes = (
       f"Command: `python -m experiments.split_rd {argv_text}` —"
       f" {minutes:.1f} min. {config.backbone} cut after {config.split};"
-      f" {details['num_eval_images']} {config.data.eval_split} images of"
+      f" {details['num_eval_images']} {results['split']} images of"
       f" `{eval_dir}`"
       + ("" if args.eval_only else
          f"; {details['num_train_images']} training images")
@@ -220,8 +231,10 @@ def main(argv=None) -> dict:
       message += (". Score with the options the run was trained with"
                   " (--quick, --backbone)")
     elif isinstance(e, CheckpointMismatchError):
-      message += (f". Use another --out, or --overwrite to delete"
-                  f" {os.path.join(args.out, 'ckpt')} and retrain")
+      ckpt = os.path.join(args.out, *(("tune",) if args.tune else ()),
+                          "ckpt")
+      message += (f". Use another --out, or --overwrite to delete {ckpt}"
+                  " and retrain")
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2) from None
 

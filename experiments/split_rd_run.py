@@ -109,17 +109,28 @@ class ImageList:
 
   examples: list  # [imagenet_folder.Example]
   tag: str  # cache file prefix
-  # (folder, split) when this is a whole split: `load_split_cached` then.
+  # (folder, split) when these come from a whole split decoded by
+  # `load_split_cached`; then `indices` (None: all) picks them from it.
   whole_split: tuple | None = None
+  indices: list[int] | None = None
 
 
-def split_list(folder, split: str, limit: int) -> ImageList:
-  """A split of an imagenet_samples-layout folder (its first ``limit``
-  images; 0 for all)."""
+def split_list(folder, split: str, limit: int,
+               keep: Callable[[imagenet_folder.Example], bool] | None = None
+               ) -> ImageList:
+  """The images of a split of an imagenet_samples-layout folder for which
+  ``keep`` holds, or only the first ``limit`` of them (0: all).
+
+  A limited list is decoded (and cached) alone; otherwise the whole split
+  is, once, and the list is picked from it.
+  """
   examples = imagenet_folder.read_split(folder, split)
+  indices = [i for i, e in enumerate(examples) if keep is None or keep(e)]
+  tag = split if keep is None else f"{split}-part"
   if limit:
-    return ImageList(examples[:limit], split)
-  return ImageList(examples, split, (folder, split))
+    return ImageList([examples[i] for i in indices[:limit]], tag)
+  return ImageList([examples[i] for i in indices], tag, (folder, split),
+                   None if keep is None else indices)
 
 
 def extra_list(folder, limit: int) -> ImageList:
@@ -142,8 +153,8 @@ def decode(lists: list[ImageList], cache_dir) -> Images:
   images = []
   for l in lists:
     if l.whole_split:
-      images.append(imagenet_folder.load_split_cached(
-          *l.whole_split, cache_dir)[0])
+      whole = imagenet_folder.load_split_cached(*l.whole_split, cache_dir)[0]
+      images.append(whole if l.indices is None else whole[l.indices])
     else:
       images.append(_cached_crops(l.examples, cache_dir, l.tag))
   labels = np.array([e.label for l in lists for e in l.examples], np.int32)
@@ -155,11 +166,21 @@ def folder_split(folder, split: str, limit: int, cache_dir) -> Images:
   return decode([split_list(folder, split, limit)], cache_dir)
 
 
-def training_lists(config, data_dir) -> list[ImageList]:
-  """dev (+ extra_images): what stage 1 and stage 2 train on."""
+def tuning_part(config) -> Callable[[imagenet_folder.Example], bool]:
+  """--tune: the training-split images held out to score settings on
+  (class_index % 5 == data.tune_remainder; holdout is % 5 == 4)."""
+  return lambda e: e.label % 5 == config.data.tune_remainder
+
+
+def training_lists(config, data_dir, tune: bool = False
+                   ) -> list[ImageList]:
+  """dev (+ extra_images): what stage 1 and stage 2 train on; with
+  ``tune``, dev without its tuning part."""
+  part = tuning_part(config)
   lists = [split_list(Path(data_dir) / config.data.samples_dir,
                       config.data.train_split,
-                      config.data.train_limit_per_set)]
+                      config.data.train_limit_per_set,
+                      (lambda e: not part(e)) if tune else None)]
   if config.data.extra_dir:
     lists.append(extra_list(Path(data_dir) / config.data.extra_dir,
                             config.data.train_limit_per_set))
@@ -509,6 +530,7 @@ def run_experiment(
     *,
     eval_dir: Path,
     eval_only: bool = False,
+    tune: bool = False,
     weights: str | None = None,
     cache_dir: Path,
     progress: bool = True,
@@ -518,7 +540,9 @@ def run_experiment(
 
   Every input (weights, the evaluation folder, the training lists and, with
   ``eval_only``, every finished model) is checked before anything is
-  trained or scored.
+  trained or scored. With ``tune``, the models train without the tuning
+  part of the training split (`tuning_part`) and are scored on it
+  (``eval_dir`` is then the training folder), never on holdout.
 
   Returns:
     (results in the schema of results.json, details: sizes, per-model
@@ -528,8 +552,13 @@ def run_experiment(
   teacher_file = weights_path(config, data_dir, weights)
   if not teacher_file.is_file():
     raise FileNotFoundError(f"{teacher_file}: weights file not found")
-  split = config.data.eval_split
-  eval_list = split_list(eval_dir, split, config.data.eval_limit)
+  if tune:
+    split = f"{config.data.train_split}-tune"
+    eval_list = split_list(eval_dir, config.data.train_split,
+                           config.data.eval_limit, tuning_part(config))
+  else:
+    split = config.data.eval_split
+    eval_list = split_list(eval_dir, split, config.data.eval_limit)
   use_hecsb = "hecsb" in config.methods
   teacher_id = file_sha256(teacher_file)
   train_lists, fingerprints = None, {}
@@ -541,7 +570,7 @@ def run_experiment(
               f"{path}: no finished model (train it first: run without"
               " --eval-only, with the same --out, --quick and --betas)")
   elif use_hecsb:
-    train_lists = training_lists(config, data_dir)
+    train_lists = training_lists(config, data_dir, tune)
     train_id = data_id(train_lists)
     for beta, model_dir in model_dirs(config, out):
       fingerprints[beta] = model_fingerprint(config, beta, train_id,

@@ -230,3 +230,21 @@ def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
       value])
   assert words in err
   assert not (tmp_path / "o").exists()
+
+
+def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
+  from experiments import split_rd_run
+
+  config = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", str(_data_dir()), "--tune"]))
+  samples = _data_dir() / "imagenet_samples"
+  train = split_rd_run.training_lists(config, _data_dir(), tune=True)
+  tune = split_rd_run.split_list(samples, "dev", 0,
+                                 split_rd_run.tuning_part(config))
+  holdout = split_rd_run.split_list(samples, "holdout", 0)
+  trained = {e.path for l in train for e in l.examples}
+  assert len(tune.examples) == 200
+  assert all(e.label % 5 == 3 for e in tune.examples)
+  assert not trained & {e.path for e in tune.examples}
+  assert not trained & {e.path for e in holdout.examples}
+  assert len(trained) == 600 + 3327  # the rest of dev + extra_images

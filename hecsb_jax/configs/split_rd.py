@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       extra_dir="extra_images",  # relative to --data-dir; "" for none
       train_split="dev",  # never holdout
       eval_split="holdout",
+      # --tune: dev images with class_index % 5 == this are held out of
+      # training and score settings (holdout is % 5 == 4): 200 images.
+      tune_remainder=3,
       # 0: every image. Otherwise the first N of each training set and of
       # the evaluation split (the quick run).
       train_limit_per_set=0,
