@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import PIL
+from PIL import features
 from PIL import Image
 
 from hecsb_jax import coding
@@ -500,6 +502,12 @@ class Evaluator:
             **self.score(logits)}
 
 
+def codec_versions() -> str:
+  """The libraries behind the codec rows (their bytes depend on them)."""
+  return (f"Pillow {PIL.__version__} (libjpeg {features.version('jpg')}, libwebp"
+          f" {features.version('webp')}, zlib {features.version('zlib')})")
+
+
 def codec_settings(config) -> dict[str, list[tuple[str, str, dict]]]:
   """method -> [(Pillow format, setting name, save arguments)]."""
   c = config.codecs
@@ -618,5 +626,6 @@ def run_experiment(
   for method in config.methods:
     for fmt, setting, save_args in settings.get(method, []):
       record(method, evaluator.codec(fmt, setting, **save_args))
+  details["codecs"] = codec_versions()
   details["seconds"] = time.perf_counter() - started
   return results, details
