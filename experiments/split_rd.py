@@ -201,7 +201,9 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
       + f". HECS-B: m = {config.hecsb.num_measurements},"
       f" {config.hecsb.acquisition} acquisition, stage 1"
       f" {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs}"
-      f" ({config.stage2.train}). Bytes: real containers / files of one"
+      f" ({config.stage2.train}); the whole network costs"
+      f" {details['teacher_gflops_per_image']:.3f} GFLOP per image (XLA's"
+      " count). Bytes: real containers / files of one"
       " image each, headers included, averaged. Codecs: JPEG with"
       " optimized Huffman tables (4:2:0), WebP lossy at method 6, PNG at"
       f" level {config.codecs.png_compress_level}; {details['codecs']}.")

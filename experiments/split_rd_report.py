@@ -51,9 +51,9 @@ def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
   """Per HECS-B model: its coding tables' id and its last training epoch
   (training-set figures: the rate there is the prior's estimate under
   noise, not coded bytes)."""
-  lines = ["| model | tables id | stage-1 MSE | stage-1 bits / image |"
-           " stage-2 KL | stage-2 top-1 (train) |",
-           "|---|---|---:|---:|---:|---:|"]
+  lines = ["| model | tables id | edge GFLOP / image | stage-1 MSE |"
+           " stage-1 bits / image | stage-2 KL | stage-2 top-1 (train) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
 
   def cell(d, k):
     return "–" if k not in d else f"{d[k]:.4g}"
@@ -62,6 +62,7 @@ def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
     s1, s2 = summary.get("stage1", {}), summary.get("stage2", {})
     lines.append(
         f"| {name} | `{summary.get('model_id', '?')}` |"
+        f" {cell(summary, 'edge_gflops_per_image')} |"
         f" {cell(s1, 'train_mse')} | {cell(s1, 'train_bits_per_image')} |"
         f" {cell(s2, 'train_kl')} | {cell(s2, 'train_top1')} |")
   return lines

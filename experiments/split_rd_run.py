@@ -502,6 +502,18 @@ class Evaluator:
             **self.score(logits)}
 
 
+def gflops_per_image(module: nnx.Module, fn, image_size: int) -> float:
+  """XLA's FLOP count of ``fn(module, x)`` for one image (multiply and add
+  counted apart: about 2x the multiply-accumulates), the edge's cost."""
+  graphdef, state = nnx.split(module)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  cost = jax.jit(lambda state, x: fn(nnx.merge(graphdef, state), x)).lower(
+      state, x).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device
+    cost = cost[0]
+  return float(cost.get("flops", float("nan"))) / 1e9
+
+
 def codec_versions() -> str:
   """The libraries behind the codec rows (their bytes depend on them)."""
   return (f"Pillow {PIL.__version__} (libjpeg {features.version('jpg')}, libwebp"
@@ -601,7 +613,10 @@ def run_experiment(
   }
   log(f"teacher: top-1 {results['teacher']['top1']:.3f}, top-5"
       f" {results['teacher']['top5']:.3f}")
+  size = config.data.image_size
   details = {"eval_dir": os.fspath(eval_dir),
+             "teacher_gflops_per_image": gflops_per_image(
+                 teacher, lambda model, x: model(x), size),
              "num_eval_images": len(eval_data.images),
              "num_train_images": 0 if train is None else len(train.images),
              "models": {}}
@@ -619,7 +634,10 @@ def run_experiment(
       else:
         summary = train_model(pair, train, config, beta, model_dir,
                               fingerprints[beta], progress=progress, log=log)
-      details["models"][model_name(beta)] = summary
+      details["models"][model_name(beta)] = dict(
+          summary, edge_gflops_per_image=gflops_per_image(
+              pair.student, lambda student, x: student.edge_symbols(x),
+              size))
       tables = coding.load_tables(model_dir / "tables.npz")
       record("hecsb", evaluator.hecsb(pair.student, tables, f"beta={beta:g}"))
   settings = codec_settings(config)
