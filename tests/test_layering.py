@@ -10,7 +10,8 @@ Two kinds of checks:
   * Fresh interpreters in which importing jax, jaxlib, flax, optax or orbax
     raises ImportError: `hecsb_jax.coding` must still load tables from .npz
     and round-trip a tensor (byte-identical to a golden bitstream), and
-    `hecsb_jax.configs.mnist_cs` must still build its configs.
+    `hecsb_jax.configs.mnist_cs` and `split_rd` must still build their
+    configs.
 """
 
 import ast
@@ -342,10 +343,12 @@ def test_coding_round_trips_with_jax_blocked(tmp_path):
 
 def test_configs_load_with_jax_blocked():
   out = _run_without_jax("""
-      from hecsb_jax.configs import mnist_cs
+      from hecsb_jax.configs import mnist_cs, split_rd
 
       full, quick = mnist_cs.get_config(), mnist_cs.get_config("quick")
       assert quick.eval_images < full.eval_images
+      for arg in (None, "quick", "paper"):
+        split_rd.get_config(arg)
       print("configs ok", list(full.measurements))
       """)
   assert "configs ok" in out, out
