@@ -1,6 +1,6 @@
 """Training throughput of the UAE step vs this machine's dense matmul rate.
 
-    python benchmarks/train_step.py [--m 25] [--batch-size 100] [--quick]
+    python -m benchmarks.train_step [--m 25] [--batch-size 100] [--quick]
 
 Prints, from one run on one machine:
   * examples/s of the training step as the trainer runs it (a whole epoch of
@@ -15,33 +15,16 @@ Prints, from one run on one machine:
 from __future__ import annotations
 
 import argparse
-import time
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import optax
 
+from benchmarks.timing import best_time
+from benchmarks.timing import compiled_flops
+from benchmarks.timing import matmul_flops_per_s
 from hecsb_jax.models.uae import UncertaintyAutoencoder, uae_loss
 from hecsb_jax.train import step as step_lib
-
-
-def best_time(fn, repeats: int) -> float:
-  """Minimum wall time of ``fn()`` over ``repeats`` calls (after warm-up)."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  return 2 * n**3 / best_time(lambda: matmul(a, b), repeats)
 
 
 def main(argv=None) -> None:
@@ -83,11 +66,8 @@ def main(argv=None) -> None:
   loop_s = best_time(loop, repeats)
   loop_rate = steps * args.batch_size / loop_s
 
-  cost = one_step.lower(state, batches[0], key).compile()
-  analysis = cost.cost_analysis()
-  if isinstance(analysis, list):  # older jax returned one dict per device
-    analysis = analysis[0]
-  flops_per_example = float(analysis["flops"]) / args.batch_size
+  flops_per_example = compiled_flops(one_step, state, batches[0],
+                                     key) / args.batch_size
   peak = matmul_flops_per_s(512 if args.quick else 2048, repeats)
   achieved = scan_rate * flops_per_example
 
