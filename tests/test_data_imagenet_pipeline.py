@@ -56,6 +56,39 @@ def test_training_batches_are_a_function_of_seed_and_epoch(image_files):
   assert set(labels) == {l for _, l in image_files}
 
 
+@pytest.mark.parametrize("count,batch_size", [(2, 4), (3, 3), (4, 4)])
+def test_process_shards_add_up_to_the_one_process_batches(count, batch_size):
+  # 11 images: a remainder that one process drops, and shards of unequal
+  # length that must still make the same number of steps.
+  rng = np.random.default_rng(2)
+  images = rng.integers(0, 256, (11, 24, 30, 3), np.uint8)
+  source = ip.ArraySource(images, np.arange(11))
+  kwargs = dict(batch_size=batch_size, seed=3, epoch=2, size=16)
+  whole = list(ip.train_batches(source, **kwargs))
+  shards = [list(ip.train_batches(source, shard=(i, count), **kwargs))
+            for i in range(count)]
+  assert len(whole) == ip.steps_per_epoch(source, batch_size)
+  for k, batch in enumerate(whole):
+    parts = [shard[k] for shard in shards]
+    assert all(len(p["label"]) == batch_size // count for p in parts)
+    labels = np.concatenate([p["label"] for p in parts])
+    order = np.argsort(labels)
+    # The same examples with the same crops and flips (labels are unique).
+    np.testing.assert_array_equal(np.sort(batch["label"]), labels[order])
+    np.testing.assert_array_equal(
+        batch["image"][np.argsort(batch["label"])],
+        np.concatenate([p["image"] for p in parts])[order])
+  assert all(len(shard) == len(whole) for shard in shards)
+
+
+def test_shard_must_divide_the_batch():
+  source = ip.ArraySource(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4))
+  with pytest.raises(ValueError, match="batch size 3 does not split over 2"):
+    ip.train_batches(source, batch_size=3, seed=0, epoch=1, shard=(0, 2))
+  with pytest.raises(ValueError, match="0 <= index < count"):
+    ip.train_batches(source, batch_size=2, seed=0, epoch=1, shard=(2, 2))
+
+
 def test_train_fn_feeds_fit_the_same_batches():
   images = np.random.default_rng(1).integers(0, 256, (5, 30, 40, 3),
                                              np.uint8)

@@ -16,7 +16,10 @@ order and each image's crop and flip) from seed_e, derived from (s, e) by
 seed_e and the element's position, so batches do not depend on the number
 of decoding threads, and a run resumed at epoch e sees exactly the batches
 an uninterrupted one saw. That is what `hecsb_jax.train.trainer.fit`
-needs of a streamed ``train(epoch)``; `train_fn` builds one.
+needs of a streamed ``train(epoch)``; `train_fn` builds one. With several
+processes (`hecsb_jax.train.distributed`), ``shard=(index, count)`` makes
+each yield its part of every global batch: together, exactly the batches
+of one process.
 
 Random resized crop is torchvision's (Szegedy et al. 2015): area fraction
 U(0.08, 1), log aspect ratio U(log 3/4, log 4/3), ten tries, then a centre
@@ -365,10 +368,11 @@ def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
 
 
 def _batches(ds: grain.MapDataset, batch_size: int, drop_remainder: bool,
-             norm: Normalization, num_threads: int) -> Iterator[dict]:
+             norm: Normalization | None, num_threads: int) -> Iterator[dict]:
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  ds = ds.map(lambda b: {"image": normalize(b["image"], norm),
-                         "label": np.asarray(b["label"], np.int32)})
+  ds = ds.map(lambda b: {
+      "image": b["image"] if norm is None else normalize(b["image"], norm),
+      "label": np.asarray(b["label"], np.int32)})
   options = grain.ReadOptions(num_threads=max(1, num_threads),
                               prefetch_buffer_size=2)
   return iter(ds.to_iter_dataset(options))
@@ -384,6 +388,7 @@ def train_batches(
     size: int = IMAGE_SIZE,
     scale: tuple[float, float] = (0.08, 1.0),
     num_threads: int = 2,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[dict[str, np.ndarray]]:
   """One epoch of augmented training batches (incomplete last one dropped).
 
@@ -396,23 +401,52 @@ def train_batches(
     size: output side.
     scale: area range of the random crop.
     num_threads: decoding threads (results do not depend on it).
+    shard: (index, count): this process's part of each batch when
+      ``count`` processes share the training (`jax.process_index()`,
+      `jax.process_count()`); B is the global batch size and must be a
+      multiple of ``count``.
 
   Yields:
-    {"image": [B, size, size, 3] float32, "label": [B] int32}.
+    {"image": [B / count, size, size, 3] float32, "label": [B / count]
+    int32}: the part ``index`` of the global batch.
+
+  Raises:
+    ValueError: ``shard`` is not a valid (index, count), or ``count`` does
+      not divide B.
   """
+  index, count = shard
+  if not 0 <= index < count:
+    raise ValueError(f"shard must be (index, count) with 0 <= index < count,"
+                     f" got {shard}")
+  if batch_size % count:
+    raise ValueError(f"batch size {batch_size} does not split over {count}"
+                     " processes; use a multiple of the process count")
   shuffle_seed, augment_seed = epoch_seeds(seed, epoch)
   ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed)
   ds = ds.random_map(
       lambda e, rng: train_transform(e, rng, size=size, scale=scale),
       seed=augment_seed)
-  return _batches(ds, batch_size, True, norm, num_threads)
+  # Why the processes' batches add up to the one-process batch: the
+  # shuffle and every element's crop and flip depend only on (seed, epoch)
+  # and the element's position p in `ds` (grain seeds random_map by
+  # position in the unsliced dataset), so all processes see the same
+  # `ds`. Global batch k is positions [kB, (k+1)B). Process i keeps
+  # positions p = i + count*j; its batch k holds j in [kb, (k+1)b) with
+  # b = B / count, i.e. p in [kB, (k+1)B) with p = i (mod count). Over
+  # i = 0 .. count-1 that is exactly global batch k. Cutting `ds` to whole
+  # global batches first keeps every process at the same number of steps
+  # (the global epoch's) and drops the same remainder as one process does.
+  ds = ds[: len(ds) // batch_size * batch_size]
+  if count > 1:
+    ds = ds[index::count]
+  return _batches(ds, batch_size // count, True, norm, num_threads)
 
 
 def eval_batches(
     source: grain.RandomAccessDataSource,
     *,
     batch_size: int,
-    norm: Normalization = EFFICIENTNET_LITE,
+    norm: Normalization | None = EFFICIENTNET_LITE,
     resize: int = RESIZE,
     crop: int = IMAGE_SIZE,
     interpolation: str = "bicubic",
@@ -421,8 +455,12 @@ def eval_batches(
   """Every image once, in order: resize, centre crop (last batch may be
   smaller).
 
+  ``norm=None`` yields the uint8 crops themselves (what an image codec
+  encodes before the model sees them).
+
   Yields:
-    {"image": [b, crop, crop, 3] float32, "label": [b] int32}, b <= B.
+    {"image": [b, crop, crop, 3] float32 (uint8 if ``norm`` is None),
+    "label": [b] int32}, b <= B.
   """
   if interpolation not in _RESAMPLE:
     raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
@@ -444,7 +482,8 @@ def train_fn(
     **kwargs,
 ) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
   """``epoch -> batches`` for `fit`'s streamed ``train`` (kwargs as
-  `train_batches`); pass `steps_per_epoch` alongside."""
+  `train_batches`, ``shard`` included); pass `steps_per_epoch` alongside
+  (global: the same for every shard)."""
   if steps_per_epoch(source, batch_size) == 0:
     raise ValueError(f"{len(source)} images make no batch of {batch_size}")
   return lambda epoch: train_batches(source, batch_size=batch_size,

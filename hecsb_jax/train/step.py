@@ -169,18 +169,43 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 
 def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places a host batch on the mesh, split along its leading axis.
+  """Places a batch on the mesh, split along its leading axis.
 
-  The batch size must be a multiple of the number of devices.
+  One process: ``batch`` is the whole (global) batch, and its size must be
+  a multiple of the mesh's device count. Several processes
+  (`jax.distributed`): ``batch`` is this process's part of the global
+  batch (e.g. `imagenet_pipeline.train_batches` with ``shard``), spread
+  over this process's devices of the mesh; the global batch is the
+  processes' parts side by side, so its size must be a multiple of this
+  process's device count.
+
+  Raises:
+    ValueError: the (local) batch does not split evenly over the devices.
   """
-  size = mesh.devices.size
+  sharding = batch_sharding(mesh)
+  multi_process = jax.process_count() > 1
+  size = len(mesh.local_devices) if multi_process else mesh.devices.size
+  where = (f"this process's {size} devices (process"
+           f" {jax.process_index()} of {jax.process_count()})"
+           if multi_process else f"{size} devices")
   for leaf in jax.tree.leaves(batch):
-    if leaf.shape[0] % size:
+    shape = np.shape(leaf)
+    if not shape:
+      raise ValueError("every leaf of a batch needs a leading (example)"
+                       f" axis; found a scalar of shape {shape}")
+    if shape[0] % size:
       raise ValueError(
-          f"batch of {leaf.shape[0]} examples does not split over {size}"
-          " devices; use a batch size that is a multiple of the device count"
+          f"batch of {shape[0]} examples does not split over {where}; use"
+          " a batch size that is a multiple of the device count"
       )
-  return jax.device_put(batch, batch_sharding(mesh))
+  if multi_process:
+    # Each process holds only its rows: assemble the global array from the
+    # processes' local parts instead of copying a host batch to devices
+    # that belong to other processes.
+    return jax.tree.map(
+        lambda leaf: jax.make_array_from_process_local_data(sharding, leaf),
+        batch)
+  return jax.device_put(batch, sharding)
 
 
 def data_parallel(

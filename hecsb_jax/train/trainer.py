@@ -191,7 +191,11 @@ def fit(
       shrinks; by default every trained parameter of two or more dims.
     steps_per_epoch: batches per epoch of a streamed ``train``.
     mesh: a device mesh (`step.data_mesh`): the batch is split over its data
-      axis and the state replicated. None: one device.
+      axis and the state replicated. None: one device. With several
+      processes (`jax.distributed`), every process calls `fit` alike, a
+      streamed ``train`` yields that process's part of each global batch
+      (`step.shard_batch`), and the returned model holds ordinary arrays
+      on one local device of each process.
     on_epoch_end: called with ``(epoch, record)`` after each epoch is
       checkpointed (logging, early stopping by raising).
     desc: progress-bar label.
@@ -226,6 +230,11 @@ def fit(
   # Own buffers: the state is donated to each step, and the model's arrays
   # may be shared with other modules (a cloned teacher) or used afterwards.
   state = _copy(state)
+  # Several processes: the state lives replicated on the global mesh from
+  # the start, so every checkpoint orbax writes holds global arrays.
+  multi_process = mesh is not None and jax.process_count() > 1
+  if multi_process:
+    state = jax.device_put(state, step_lib.replicated(mesh))
   model.eval()
   eval_graphdef = nnx.graphdef(model)
   model.train()
@@ -288,6 +297,11 @@ def fit(
       checkpointer.close()
       raise CheckpointMismatchError(workdir, differences)
     abstract = jax.eval_shape(lambda: {"state": state, "best": best})
+    if multi_process:  # restore onto the mesh, as saved
+      repl = step_lib.replicated(mesh)
+      abstract = jax.tree.map(
+          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+          abstract)
     restored, meta = checkpointer.restore(latest, abstract)
     state, best = restored["state"], restored["best"]
 
@@ -306,9 +320,9 @@ def fit(
         for i, batch in enumerate(train(epoch)):
           if i >= num_steps:
             break
-          examples += _num_examples(batch)
           if mesh is not None:
             batch = step_lib.shard_batch(batch, mesh)
+          examples += _num_examples(batch)  # global: all processes' parts
           state, metrics = train_step(state, batch,
                                       step_lib.step_key(epoch_key, i))
           sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
@@ -355,6 +369,10 @@ def fit(
     if checkpointer is not None:
       checkpointer.close()
 
+  if multi_process:
+    # The replicated arrays' local copies: the model then works like one
+    # trained on a single device (jit on this process's data alone).
+    best = jax.tree.map(lambda a: a.addressable_data(0), best)
   nnx.update(model, best["params"], best["rest"])
   model.eval()
   return FitResult(
