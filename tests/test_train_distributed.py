@@ -1,7 +1,8 @@
 """Two real processes (`jax.distributed` over gloo on CPU, two devices each)
 train like one: `fit` with a streamed pipeline in which each process
 yields only its half of every global batch, `step.shard_batch` assembling
-the global array, and orbax checkpoints written and restored by both."""
+the global array, and orbax checkpoints (the training state on the mesh,
+then the finished host-local model) written and restored by both."""
 
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from hecsb_jax.train import distributed
 from hecsb_jax.train import step as step_lib
+from hecsb_jax.train.checkpoint import TrainCheckpointer
 from hecsb_jax.train.trainer import FitConfig, fit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,16 @@ def _worker(port: int, process_id: int, workdir: str, out: str) -> None:
   # The model is an ordinary local one: plain jit on this process's data.
   y = nnx.jit(lambda m, x: m(x))(result.model, _data()["x"][:3])
   assert y.shape == (3, 3)
+  # The finished model (host-local arrays) through a checkpoint, as
+  # split_rd saves it: written once, restored by both.
+  checkpointer = TrainCheckpointer(os.path.join(workdir, "model"))
+  checkpointer.save(0, nnx.state(result.model), {"done": True})
+  restored, meta = checkpointer.restore(0, nnx.state(_model()))
+  checkpointer.close()
+  assert meta == {"done": True}
+  for a, b in zip(jax.tree.leaves(nnx.state(result.model)),
+                  jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, b)
   np.savez(f"{out}{process_id}.npz", **_params(result.model))
   distributed.barrier("done")
 

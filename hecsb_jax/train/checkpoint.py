@@ -8,6 +8,12 @@ Each checkpoint step holds two items:
 
 Restoring needs an abstract target (``jax.eval_shape`` of a freshly built
 state) so arrays come back with the right tree structure and dtypes.
+
+Several processes (`jax.distributed`): every process calls `save` and
+`restore` alike (orbax coordinates them). Global arrays are written shard
+by shard; host-local ones (each process's own copy of the same values,
+e.g. a model after `fit`) are written once, as numpy, and come back to
+each process as local arrays.
 """
 
 from __future__ import annotations
@@ -17,7 +23,22 @@ import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+def _is_host_local(leaf) -> bool:
+  """A jax.Array that lives on this process alone, with several processes
+  (orbax refuses those: it cannot tell that all processes agree)."""
+  return (jax.process_count() > 1 and isinstance(leaf, jax.Array)
+          and leaf.is_fully_addressable)
+
+
+def _is_local_target(leaf) -> bool:
+  sharding = getattr(leaf, "sharding", None)
+  return jax.process_count() > 1 and (
+      sharding is None or sharding.is_fully_addressable)
 
 
 class TrainCheckpointer:
@@ -43,7 +64,9 @@ class TrainCheckpointer:
     self._manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(jax.tree.map(
+                lambda a: np.asarray(a) if _is_host_local(a) else a,
+                state)),
             meta=ocp.args.JsonSave(meta),
         ),
         force=True,
@@ -58,9 +81,13 @@ class TrainCheckpointer:
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores ``(state, meta)`` saved at ``step`` into ``abstract_state``."""
+    local = jax.tree.map(_is_local_target, abstract_state)
+    # Several processes: local targets restore as numpy (what `save` wrote
+    # for host-local arrays), then go to this process's default device.
     abstract_state = jax.tree.map(
-        ocp.utils.to_shape_dtype_struct, abstract_state
-    )
+        lambda a, is_local: (np.zeros(a.shape, a.dtype) if is_local else
+                             ocp.utils.to_shape_dtype_struct(a)),
+        abstract_state, local)
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
@@ -68,7 +95,10 @@ class TrainCheckpointer:
             meta=ocp.args.JsonRestore(),
         ),
     )
-    return restored["state"], restored["meta"]
+    state = jax.tree.map(
+        lambda a, is_local: jnp.asarray(a) if is_local else a,
+        restored["state"], local)
+    return state, restored["meta"]
 
   def close(self) -> None:
     self._manager.close()
