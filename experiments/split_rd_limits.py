@@ -1,0 +1,172 @@
+r"""What limits a finished split_rd run: measurements, not guesses.
+
+    python -m experiments.split_rd_limits --data-dir ../shared/data \
+        --out runs/split_rd_full [--quick] [--images 200]
+
+For every finished HECS-B model of --out (one per β), on N training images
+(the first N of `dev`, centre crops, no augmentation: images every model
+was trained on) and on N `holdout` images, with the real rounding of the
+edge:
+
+* top-1 of the split model, of the teacher, and how often the two agree;
+* the feature error at the split, mean of (decoder(ŷ) − teacher
+  features)², beside the features' own mean square (a relative error);
+* the same two without rounding (ŷ replaced by the continuous
+  measurements y): what the quantization costs, apart from what the
+  m-channel measurement and the decoder cost;
+* the teacher's top-1 when Gaussian noise of the model's own feature-error
+  variance is added to its split features: whether the error's size
+  alone explains the accuracy lost, or its structure does.
+
+Read it as: a train/holdout gap in feature error or top-1 is overfitting;
+no gap but a large error on both is capacity or too little training; a
+rounded/continuous gap is the rate (β); a tail that tolerates noise of that
+size but not the decoder's error says the error is not noise-like.
+
+Writes OUT/limits.json and OUT/limits.md (a run trained with --quick is
+read with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import split_rd
+from experiments import split_rd_run
+from hecsb_jax.configs import split_rd as split_rd_config
+from hecsb_jax.data import imagenet_pipeline as pipeline
+
+BATCH = 25
+
+
+@nnx.jit
+def _measure(pair, x, noise_key):
+  """Per-image sums and hits for one batch (see the module docstring)."""
+  student, teacher = pair.student, pair.teacher
+  split = student.split
+  target = teacher.features(x, until=split)
+  bottleneck = student.bottleneck
+  y = bottleneck.measure(x)
+  y_hat = jnp.round(y)
+  rounded = bottleneck.decode(y_hat)
+  continuous = bottleneck.decode(y)
+  axes = (1, 2, 3)
+  out = {
+      "target_sq": jnp.mean(target**2, axes),
+      "mse_rounded": jnp.mean((rounded - target)**2, axes),
+      "mse_continuous": jnp.mean((continuous - target)**2, axes),
+      "teacher": teacher.tail(target, after=split),
+      "rounded": student.tail_from_features(rounded),
+      "continuous": student.tail_from_features(continuous),
+  }
+  # The teacher's tail under noise with this model's error variance (per
+  # image, the rounded decoder's).
+  sigma = jnp.sqrt(out["mse_rounded"])[:, None, None, None]
+  noisy = target + sigma * jax.random.normal(noise_key, target.shape)
+  out["teacher_noisy"] = teacher.tail(noisy, after=split)
+  return out
+
+
+def measure_set(pair, images, labels, norm) -> dict:
+  """The measurements of `_measure`, averaged over one set of images."""
+  x_all = pipeline.normalize(images, norm)
+  parts = []
+  for i in range(0, len(x_all), BATCH):
+    out = _measure(pair, jnp.asarray(x_all[i:i + BATCH]),
+                   jax.random.key(i))
+    parts.append({k: np.asarray(v) for k, v in out.items()})
+  out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  teacher_top = out["teacher"].argmax(-1)
+  result = {"images": int(len(images))}
+  for name in ("teacher", "rounded", "continuous", "teacher_noisy"):
+    top = out[name].argmax(-1)
+    result[f"top1_{name}"] = float(np.mean(top == labels))
+    if name != "teacher":
+      result[f"agree_{name}"] = float(np.mean(top == teacher_top))
+  energy = float(out["target_sq"].mean())
+  for kind in ("rounded", "continuous"):
+    mse = float(out[f"mse_{kind}"].mean())
+    result[f"mse_{kind}"] = mse
+    result[f"relative_mse_{kind}"] = mse / energy
+  result["feature_mean_square"] = energy
+  return result
+
+
+def markdown(report: dict) -> str:
+  lines = [
+      "| model | set | top-1 | teacher | agree | rel. MSE | top-1 unrounded"
+      " | rel. MSE unrounded | teacher + noise of that MSE |",
+      "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, sets in report["models"].items():
+    for set_name, r in sets.items():
+      lines.append(
+          f"| {name} | {set_name} | {r['top1_rounded']:.3f} |"
+          f" {r['top1_teacher']:.3f} | {r['agree_rounded']:.3f} |"
+          f" {r['relative_mse_rounded']:.3f} |"
+          f" {r['top1_continuous']:.3f} |"
+          f" {r['relative_mse_continuous']:.3f} |"
+          f" {r['top1_teacher_noisy']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(
+      prog="python -m experiments.split_rd_limits",
+      description=__doc__.split("\n\n")[0])
+  p.add_argument("--data-dir", required=True, type=Path)
+  p.add_argument("--out", required=True, type=Path,
+                 help="a finished split_rd run")
+  p.add_argument("--quick", action="store_true",
+                 help="the run was made with --quick")
+  p.add_argument("--images", type=int, default=200,
+                 help="images per set (training, holdout)")
+  p.add_argument("--cache-dir", default=None)
+  args = p.parse_args(argv)
+  config = split_rd_config.get_config("quick" if args.quick else None)
+  samples = args.data_dir / config.data.samples_dir
+  # pylint: disable-next=protected-access
+  cache = Path(args.cache_dir or split_rd._default_cache_dir())
+  try:
+    teacher = split_rd_run.load_teacher(
+        config, split_rd_run.weights_path(config, args.data_dir, None))
+    pairs = []
+    for beta, model_dir in split_rd_run.model_dirs(config, args.out):
+      pair = split_rd_run.build_pair(teacher, config, beta)
+      split_rd_run.load_finished_model(pair, config, beta, model_dir)
+      pair.eval()
+      pairs.append((split_rd_run.model_name(beta), pair))
+    sets = {
+        "train (dev)": split_rd_run.folder_split(
+            samples, config.data.train_split, args.images, cache),
+        "holdout": split_rd_run.folder_split(
+            samples, config.data.eval_split, args.images, cache),
+    }
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+  norm = pipeline.normalization(config.backbone)
+  report = {"out": str(args.out), "models": {}}
+  for name, pair in pairs:
+    report["models"][name] = {
+        set_name: measure_set(pair, data.images, data.labels, norm)
+        for set_name, data in sets.items()}
+    print(f"{name}: done", flush=True)
+  with open(args.out / "limits.json", "w") as f:
+    json.dump(report, f, indent=2)
+  table = markdown(report)
+  (args.out / "limits.md").write_text(table)
+  print(table)
+  return report
+
+
+if __name__ == "__main__":
+  main()
