@@ -14,8 +14,9 @@ figure needs it (the ``experiments`` extra).
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 METHOD_LABELS = {
     "hecsb": "HECS-B",
@@ -24,6 +25,11 @@ METHOD_LABELS = {
     "png": "PNG",
 }
 SCORE_KEYS = ("setting", "bytes_per_image", "top1", "top5")
+CODECS = ("jpeg", "webp")
+# The issue's bar: within this much top-1 of the teacher ...
+TOP1_TOLERANCE = 0.02
+# ... at no more than this fraction of the best codec's bytes.
+BYTES_FRACTION = 0.5
 
 
 def check_schema(results: Mapping) -> None:
@@ -45,6 +51,82 @@ def write_json(results: Mapping, path: str | os.PathLike) -> None:
     json.dump(results, f, indent=2)
     f.write("\n")
   os.replace(tmp, path)
+
+
+def bytes_for_top1(scores: Sequence[Mapping], top1: float) -> float | None:
+  """Bytes per image a method needs to reach ``top1``, or None if it never
+  does.
+
+  The curve is the method's upper envelope (the best top-1 reached with at
+  most b bytes: a codec's measured points are not monotone, and a sender
+  would never pick a larger setting that scores worse), interpolated
+  linearly in log bytes between measured points.
+  """
+  pts = sorted((s["bytes_per_image"], s["top1"]) for s in scores)
+  best, envelope = -1.0, []
+  for b, a in pts:
+    if a > best:
+      best = a
+      envelope.append((b, a))
+  if not envelope or envelope[-1][1] < top1:
+    return None
+  if envelope[0][1] >= top1:
+    return envelope[0][0]
+  for (b0, a0), (b1, a1) in zip(envelope, envelope[1:]):
+    if a1 >= top1:
+      t = (top1 - a0) / (a1 - a0)
+      return math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
+  return None
+
+
+def best_codec_bytes(results: Mapping, top1: float
+                     ) -> tuple[float | None, str | None]:
+  """(bytes, method) of the cheaper of JPEG and WebP at ``top1``."""
+  found = [(b, m) for m in CODECS if m in results["methods"]
+           for b in [bytes_for_top1(results["methods"][m], top1)]
+           if b is not None]
+  return min(found) if found else (None, None)
+
+
+def comparison_markdown(results: Mapping) -> list[str]:
+  """Each HECS-B point beside the bytes the best codec needs for its
+  top-1, and the issue's bar (teacher - 2 points at <= half the bytes)."""
+  scores = results["methods"].get("hecsb")
+  if not scores or not any(m in results["methods"] for m in CODECS):
+    return []
+  lines = ["", "## HECS-B against the best of JPEG and WebP", "",
+           "| HECS-B setting | bytes / image | top-1 | best codec's bytes"
+           " for that top-1 | HECS-B / codec |",
+           "|---|---:|---:|---:|---:|"]
+  for s in sorted(scores, key=lambda s: s["bytes_per_image"]):
+    codec_bytes, codec = best_codec_bytes(results, s["top1"])
+    lines.append(
+        f"| {s['setting']} | {s['bytes_per_image']:,.1f} | {s['top1']:.3f}"
+        + (f" | – (not reached) | – |" if codec_bytes is None else
+           f" | {codec_bytes:,.1f} ({METHOD_LABELS[codec]}) |"
+           f" {s['bytes_per_image'] / codec_bytes:.2f} |"))
+  target = results["teacher"]["top1"] - TOP1_TOLERANCE
+  ours = bytes_for_top1(scores, target)
+  codec_bytes, codec = best_codec_bytes(results, target)
+  lines += ["", f"Bar: top-1 >= {target:.3f} (teacher - "
+            f"{TOP1_TOLERANCE:g}) at <= {BYTES_FRACTION:g} x the best"
+            " codec's bytes (both curves interpolated in log bytes)."]
+  if ours is None:
+    best = max(s["top1"] for s in scores)
+    lines.append(f"Not met: HECS-B does not reach {target:.3f} (its best"
+                 f" top-1 is {best:.3f})"
+                 + ("" if codec_bytes is None else
+                    f"; {METHOD_LABELS[codec]} reaches it at"
+                    f" {codec_bytes:,.0f} B") + ".")
+  elif codec_bytes is None:
+    lines.append(f"HECS-B reaches it at {ours:,.0f} B; no codec setting"
+                 " does.")
+  else:
+    verdict = "Met" if ours <= BYTES_FRACTION * codec_bytes else "Not met"
+    lines.append(f"{verdict}: HECS-B reaches it at {ours:,.0f} B,"
+                 f" {METHOD_LABELS[codec]} at {codec_bytes:,.0f} B"
+                 f" ({ours / codec_bytes:.2f} x).")
+  return lines
 
 
 def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
@@ -86,6 +168,7 @@ def results_markdown(results: Mapping, notes: str = "",
           f"| {METHOD_LABELS.get(method, method)} | {s['setting']} |"
           f" {s['bytes_per_image']:,.1f} | {s['top1']:.3f} |"
           f" {s['top5']:.3f} |")
+  lines += comparison_markdown(results)
   if models:
     lines += ["", "## HECS-B models", ""] + models_markdown(models)
   return "\n".join(lines) + "\n"
