@@ -23,6 +23,21 @@ holdout images of --eval-dir (any folder in the imagenet_samples layout:
 images/, labels.csv, split.csv) and writes the same files under
 OUT/eval/<folder name>/.
 
+--backbone resnet50 runs the paper's scale (hecsb_jax/configs/split_rd.py:
+paper): --data-dir is then a tfds data_dir holding the prepared
+`imagenet2012` (imagenet_pipeline.prepare_imagenet2012), training streams
+its train split and scoring its validation split:
+
+    python -m experiments.split_rd --backbone resnet50 \
+        --weights resnet50.safetensors --data-dir ~/tensorflow_datasets \
+        --out runs/split_rd_paper
+
+--distributed runs one process per host (or per GPU) of a multi-host job:
+each trains on its part of every batch, all take part in checkpoints, and
+process 0 alone writes the reports. JAX finds TPU pod slices, SLURM and
+Open MPI jobs itself; elsewhere pass --coordinator HOST:PORT
+--num-processes N --process-id I to every process.
+
 Options and data are checked before any training; a bad one ends the run
 with a one-line `error: ...` and exit status 2 (--debug shows the
 traceback).
@@ -86,7 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   p.add_argument("--data-dir", required=True,
                  help="folder holding imagenet_samples/, extra_images/ and"
-                 " weights/, e.g. ../shared/data")
+                 " weights/, e.g. ../shared/data; with --backbone resnet50,"
+                 " the tfds data_dir holding the prepared imagenet2012")
   p.add_argument("--out", default=os.path.join("runs", "split_rd"))
   p.add_argument("--backbone", choices=BACKBONES,
                  default="efficientnet_lite0",
@@ -118,6 +134,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--overwrite", action="store_true",
                  help="delete the checkpoints under --out first (instead"
                  " of refusing ones made with other settings)")
+  p.add_argument("--distributed", action="store_true",
+                 help="one process of a multi-host run"
+                 " (jax.distributed.initialize; TPU pods, SLURM and Open"
+                 " MPI are detected)")
+  p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="with --distributed on other clusters: process 0's"
+                 " address and a free port")
+  p.add_argument("--num-processes", type=int, default=None,
+                 help="with --coordinator: the number of processes")
+  p.add_argument("--process-id", type=int, default=None,
+                 help="with --coordinator: this process's index")
   p.add_argument("--no-progress", action="store_true")
   p.add_argument("--debug", action="store_true",
                  help="on an error, show the whole traceback")
@@ -133,6 +160,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.backbone == "resnet50" and not args.weights:
     p.error("--backbone resnet50 needs --weights (no ResNet-50 weights are"
             " in --data-dir)")
+  if args.backbone == "resnet50" and (args.tune or args.eval_dir):
+    p.error("--backbone resnet50 trains and scores on tfds imagenet2012"
+            " (train, validation); --tune and --eval-dir take folders")
+  cluster = (args.coordinator, args.num_processes, args.process_id)
+  if any(a is not None for a in cluster) and not args.distributed:
+    p.error("--coordinator, --num-processes and --process-id go with"
+            " --distributed")
+  if any(a is not None for a in cluster) and None in cluster:
+    p.error("--coordinator, --num-processes and --process-id go together")
+  if args.num_processes is not None and not (
+      0 <= args.process_id < args.num_processes):
+    p.error(f"--process-id must be in 0 .. {args.num_processes - 1}")
   return args
 
 
@@ -148,9 +187,22 @@ def build_config(args):
   return config
 
 
-def _check_inputs(args, config) -> tuple[Path, Path]:
-  """Folders that must exist before anything starts (one-line errors)."""
+def _check_inputs(args, config) -> tuple[Path, Path | None]:
+  """Folders that must exist before anything starts (one-line errors).
+
+  Returns:
+    (data folder, evaluation folder; None for the tfds source).
+  """
   data_dir = Path(args.data_dir)
+  if config.data.source == "tfds":
+    if not data_dir.is_dir():
+      raise FileNotFoundError(
+          f"{data_dir}: tfds data_dir not found (expected the prepared"
+          " imagenet2012: imagenet_pipeline.prepare_imagenet2012)")
+    return data_dir, None
+  if config.data.source != "folder":
+    raise NotImplementedError(
+        f"data source {config.data.source!r}: expected folder or tfds")
   if not data_dir.is_dir():
     raise FileNotFoundError(f"{data_dir}: data folder not found (expected"
                             " imagenet_samples/, extra_images/, weights/)")
@@ -159,11 +211,6 @@ def _check_inputs(args, config) -> tuple[Path, Path]:
   if not eval_dir.is_dir():
     raise FileNotFoundError(f"{eval_dir}: evaluation folder not found"
                             " (expected images/, labels.csv, split.csv)")
-  if config.data.source != "folder":
-    raise NotImplementedError(
-        f"training from data source {config.data.source!r} (the paper-scale"
-        " config) is not wired into this command yet; the config is"
-        " hecsb_jax/configs/split_rd.py:paper")
   return data_dir, eval_dir
 
 
@@ -174,16 +221,26 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
   # Heavy imports after the options are known to be sane.
   from experiments import split_rd_report
   from experiments import split_rd_run
+  from hecsb_jax.train import distributed
 
+  if args.distributed:  # before anything touches a device
+    distributed.initialize(args.coordinator, args.num_processes,
+                           args.process_id)
+  primary = distributed.is_primary()
   out = Path(args.out) / "tune" if args.tune else Path(args.out)
-  dest = out / "eval" / eval_dir.resolve().name if args.eval_only else out
-  if args.overwrite:
+  eval_name = "validation" if eval_dir is None else eval_dir.resolve().name
+  dest = out / "eval" / eval_name if args.eval_only else out
+  if args.overwrite and primary:
     shutil.rmtree(out / "ckpt", ignore_errors=True)
+  distributed.barrier("checkpoints cleared")
   started = time.perf_counter()
   results, details = split_rd_run.run_experiment(
       config, data_dir, out, eval_dir=eval_dir, eval_only=args.eval_only,
       tune=args.tune, weights=args.weights, cache_dir=Path(args.cache_dir),
-      progress=not args.no_progress)
+      progress=not args.no_progress,
+      log=print if primary else lambda text: None)
+  if not primary:  # every process scored alike; one writes
+    return results
   minutes = (time.perf_counter() - started) / 60
   dest.mkdir(parents=True, exist_ok=True)
   split_rd_report.write_json(results, dest / "results.json")
@@ -195,7 +252,7 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
       f"Command: `python -m experiments.split_rd {argv_text}` —"
       f" {minutes:.1f} min. {config.backbone} cut after {config.split};"
       f" {details['num_eval_images']} {results['split']} images of"
-      f" `{eval_dir}`"
+      f" `{details['eval_dir']}`"
       + ("" if args.eval_only else
          f"; {details['num_train_images']} training images")
       + f". HECS-B: m = {config.hecsb.num_measurements},"

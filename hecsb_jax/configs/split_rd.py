@@ -13,8 +13,12 @@ pipeline works, not which method wins):
     python -m experiments.split_rd --data-dir ../shared/data --quick
 
 The paper's scale (ResNet-50 cut after layer2, 28×28×512, the ImageNet
-train set through tfds `imagenet2012`) is ``get_config("paper")``; it is a
-config for a GPU or TPU host, not something this 2-core machine can train.
+train set through tfds `imagenet2012`, scored on its validation split) is
+``get_config("paper")``, what ``--backbone resnet50`` runs; it is a config
+for GPU or TPU hosts (``--distributed`` for several), not something this
+2-core machine can train. ``get_config("paper_smoke")`` is its smoke
+version (4 training and 2 evaluation images at 64×64, one β, two steps per
+stage), for tests on tfds mock data.
 
 Expected runtime and results: see README.md (the full run's table, made on
 a 2-core CPU). Configs import no JAX: reading one is cheap.
@@ -45,12 +49,29 @@ def _codecs() -> ml_collections.ConfigDict:
   ))
 
 
+def _shrink_paper(c: ml_collections.ConfigDict) -> None:
+  """The paper config's code paths at a size a CPU runs in seconds."""
+  c.data.train_limit_per_set = 4  # the first 4 of the tfds train split
+  c.data.eval_limit = 2
+  c.data.image_size = 64  # layer2 at 8×8
+  c.hecsb.betas = (1e-4,)
+  c.hecsb.num_measurements = 8
+  c.hecsb.decoder_width = 16
+  c.hecsb.decoder_blocks = 1
+  c.stage1.update(epochs=1, batch_size=2, warmup_epochs=0.0)
+  c.stage2.update(epochs=1, batch_size=2)
+  c.codecs.jpeg_qualities = (10, 50)
+  c.codecs.webp_qualities = (10, 50)
+  c.eval_batch_size = 2
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The experiment config.
 
   Args:
     arg: None or "full" (this machine's scale), "quick" (alias "runlocal":
-      the smoke config), or "paper" (ResNet-50, ImageNet via tfds).
+      the smoke config), "paper" (ResNet-50, ImageNet via tfds) or
+      "paper_smoke" (the paper config shrunk to seconds).
 
   Returns:
     An unlocked ConfigDict; the CLI applies its options, then locks it.
@@ -132,13 +153,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.codecs.jpeg_qualities = (10, 30, 50, 75, 90)
     c.codecs.webp_qualities = (10, 30, 50, 75, 90)
     c.eval_batch_size = 8
-  elif arg == "paper":
+  elif arg in ("paper", "paper_smoke"):
     # ResNet-50 split before its third stage; torchvision's weights want
     # bilinear resizing and ImageNet mean/std (imagenet_pipeline.TORCHVISION).
     c.backbone = "resnet50"
     c.split = "layer2"
     c.feature_channels = 512
     c.data.source = "tfds"
+    c.data.tfds_eval_split = "validation"
     # Evaluation resize of the grain/tfds path (imagenet_pipeline.
     # eval_batches); the folder cache of the small scale is bicubic, what
     # EfficientNet-Lite0's reference figures used.
@@ -152,7 +174,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     warmup_epochs=0.1)
     c.stage2.update(epochs=5, batch_size=256, learning_rate=1e-4)
     c.eval_batch_size = 250
+    if arg == "paper_smoke":
+      _shrink_paper(c)
   elif arg not in (None, "", "full"):
     raise ValueError(f"unknown config argument {arg!r}: use 'quick',"
-                     " 'paper' or none")
+                     " 'paper', 'paper_smoke' or none")
   return c

@@ -236,15 +236,19 @@ class ArraySource(grain.RandomAccessDataSource):
 
 
 class TfdsSource(grain.RandomAccessDataSource):
-  """A tfds data source (``{"image": uint8 [H, W, 3], "label": int}``)."""
+  """A tfds data source (``{"image": uint8 [H, W, 3], "label": int}``),
+  or its first ``limit`` examples (0: all)."""
 
-  def __init__(self, source: Any):
+  def __init__(self, source: Any, limit: int = 0):
     self._source = source
+    self._len = min(limit, len(source)) if limit else len(source)
 
   def __len__(self) -> int:
-    return len(self._source)
+    return self._len
 
   def __getitem__(self, i) -> dict[str, Any]:
+    if not 0 <= int(i) < self._len:
+      raise IndexError(f"index {i} out of range for {self._len} examples")
     example = self._source[int(i)]
     return {"image": Image.fromarray(np.asarray(example["image"], np.uint8)),
             "label": np.int32(example["label"])}
@@ -282,15 +286,16 @@ def prepare_imagenet2012(
 
 
 def imagenet2012_source(
-    split: str, data_dir: str | os.PathLike | None = None
+    split: str, data_dir: str | os.PathLike | None = None, limit: int = 0
 ) -> TfdsSource:
   """A prepared tfds `imagenet2012` split ("train", "validation", or a
-  slice such as "train[:1%]") as a random-access source."""
+  slice such as "train[:1%]") as a random-access source; only its first
+  ``limit`` examples if ``limit`` (0: all)."""
   tfds = import_tfds()
   source = tfds.data_source(
       "imagenet2012", split=split,
       data_dir=None if data_dir is None else os.fspath(data_dir))
-  return TfdsSource(source)
+  return TfdsSource(source, limit)
 
 
 # ------------------------------------------------------------- transforms
