@@ -140,10 +140,15 @@ def main(argv=None) -> dict:
         config, split_rd_run.weights_path(config, args.data_dir, None))
     pairs = []
     for beta, model_dir in split_rd_run.model_dirs(config, args.out):
+      if not (model_dir / "tables.npz").is_file():
+        print(f"{model_dir.name}: not finished, skipped")
+        continue
       pair = split_rd_run.build_pair(teacher, config, beta)
       split_rd_run.load_finished_model(pair, config, beta, model_dir)
       pair.eval()
       pairs.append((split_rd_run.model_name(beta), pair))
+    if not pairs:
+      raise FileNotFoundError(f"{args.out / 'ckpt'}: no finished model")
     sets = {
         "train (dev)": split_rd_run.folder_split(
             samples, config.data.train_split, args.images, cache),
