@@ -97,6 +97,7 @@ def edge_rows(data_dir: Path, repeats: int) -> tuple[list[dict], str]:
   config = split_rd_config.get_config()
   shallow_config = split_rd_config.get_config()
   shallow_config.hecsb.acquisition = "shallow"
+  shallow_config.hecsb.train_acquisition = True
   x = jax.numpy.asarray(np.random.default_rng(0).standard_normal(
       (1, 224, 224, 3), np.float32))
   whole = lambda m, x: m(x)

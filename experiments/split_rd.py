@@ -57,6 +57,13 @@ import traceback
 from hecsb_jax.configs import split_rd as split_rd_config
 
 BACKBONES = ("efficientnet_lite0", "resnet50")
+# --acquisition: the edge encoder's network before the measurement, as
+# (config.hecsb.acquisition, config.hecsb.train_acquisition).
+ACQUISITIONS = {
+    "prefix": ("prefix", False),  # the teacher's layers, frozen
+    "prefix-finetuned": ("prefix", True),  # trained in stage 1 too
+    "shallow": ("shallow", True),  # from scratch (always trained)
+}
 
 
 def _parse_methods(text: str) -> tuple[str, ...]:
@@ -120,6 +127,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--betas", type=_parse_betas, default=None,
                  help="HECS-B rate weights, one model each (default: the"
                  " config's)")
+  p.add_argument("--acquisition", choices=tuple(ACQUISITIONS),
+                 default=None,
+                 help="the edge encoder before the measurement: the"
+                 " teacher's own layers up to the split, frozen (prefix,"
+                 " the config's default) or trained in stage 1"
+                 " (prefix-finetuned), or a from-scratch shallow network")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -183,6 +196,9 @@ def build_config(args):
     config.methods = args.methods
   if args.betas is not None:
     config.hecsb.betas = args.betas
+  if args.acquisition is not None:
+    (config.hecsb.acquisition,
+     config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
   config.lock()
   return config
 

@@ -283,6 +283,10 @@ def build_pair(teacher, config, beta: float) -> dl.TeacherStudent:
   """A fresh student (HECS-B bottleneck at the split) beside the teacher."""
   h = config.hecsb
   rngs = nnx.Rngs(model_seed(config, beta))
+  if h.acquisition == "shallow" and not h.train_acquisition:
+    raise ValueError("a from-scratch shallow acquisition must be trained:"
+                     " set hecsb.train_acquisition (split_rd --acquisition"
+                     " shallow does)")
   if h.acquisition == "prefix":
     acquisition = hb.TeacherPrefix(nnx.clone(teacher), config.split)
     channels = config.feature_channels

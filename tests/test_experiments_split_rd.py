@@ -248,3 +248,48 @@ def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
   assert not trained & {e.path for e in tune.examples}
   assert not trained & {e.path for e in holdout.examples}
   assert len(trained) == 600 + 3327  # the rest of dev + extra_images
+
+
+@pytest.mark.parametrize("option, acquisition, trained", [
+    (None, "prefix", False),
+    ("prefix-finetuned", "prefix", True),
+    ("shallow", "shallow", True),
+])
+def test_acquisition_option_sets_the_encoder_and_what_trains(
+    tmp_path, option, acquisition, trained):
+  argv = ["--data-dir", str(tmp_path)]
+  if option:
+    argv += ["--acquisition", option]
+  config = split_rd.build_config(split_rd.parse_args(argv))
+  assert config.hecsb.acquisition == acquisition
+  assert config.hecsb.train_acquisition == trained
+
+
+def test_an_untrained_shallow_encoder_is_refused():
+  from experiments import split_rd_run
+  from hecsb_jax.configs import split_rd as split_rd_config
+  from hecsb_jax.models.efficientnet_lite import EfficientNetLite0
+  from flax import nnx
+
+  config = split_rd_config.get_config("quick")
+  config.hecsb.acquisition = "shallow"
+  with pytest.raises(ValueError, match="must be trained"):
+    split_rd_run.build_pair(EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
+
+
+def test_limits_measure_the_finished_models(quick):
+  from experiments import split_rd_limits
+
+  out, cache, _ = quick
+  report = split_rd_limits.main([
+      "--data-dir", str(_data_dir()), "--out", str(out), "--quick",
+      "--images", "4", "--cache-dir", str(cache)])
+  (name, sets), = report["models"].items()
+  assert name == f"hecsb_beta{BETA:g}"
+  assert set(sets) == {"train (dev)", "holdout"}
+  for r in sets.values():
+    assert r["images"] == 4
+    assert 0.0 <= r["top1_rounded"] <= 1.0
+    assert r["mse_rounded"] > 0 and r["mse_continuous"] > 0
+    assert r["feature_mean_square"] > 0
+  assert (out / "limits.json").is_file() and (out / "limits.md").is_file()
