@@ -289,10 +289,11 @@ class HecsbBottleneck(nnx.Module):
     self.decoder = FeatureDecoder(
         num_measurements, feature_channels, width=decoder_width,
         blocks=decoder_blocks,
-        # A row of W has norm ~sqrt(C_a) (on the bound), so y is ~sqrt(C_a)
-        # times the scale of the features; undoing that keeps the decoder's
-        # He-initialized layers at unit scale from the first step.
-        input_scale=1.0 / math.sqrt(acquisition_channels), rngs=rngs,
+        # A row of W starts with norm ~init_std sqrt(C_a), so y is that
+        # times the scale of the features; undoing it keeps the decoder's
+        # He-initialized layers at the features' scale from the first step.
+        input_scale=1.0 / (measurement_init_std
+                           * math.sqrt(acquisition_channels)), rngs=rngs,
     )
     self.num_measurements = num_measurements
     self.deterministic = False
