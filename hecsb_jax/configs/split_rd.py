@@ -132,13 +132,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       table_precision=16,
       table_tail_mass=2.0**-8,
   ))
-  # Time budget (measured on this 2-core machine, batch 32, 224×224, the
-  # grain pipeline included): stage 1 ~20 images/s with decoder width 128
-  # (~34 at 64), stage 2 ~10.5 images/s training the decoder and ~5.4
-  # training decoder + tail. An epoch of the 4,127 dev + extra_images is
-  # then 3.4 min of stage 1 and 6.5 min (decoder) or 12.7 min (decoder +
-  # tail) of stage 2. 5 + 1 epochs: ~24 min per β, 4 β ~97 min, plus
-  # ~15 s of decoding and a few minutes of scoring: within ~2 hours.
+  # Time budget (measured in the full runs on this 2-core machine, batch
+  # 32, 224×224, the grain pipeline included): stage 1 ~29 images/s (the
+  # frozen prefix runs once, its output is both the target and the
+  # acquisition), stage 2 ~12.4 images/s training the decoder (~5.4 with
+  # the tail too). An epoch of the 4,127 dev + extra_images is 2.4 min of
+  # stage 1 and 5.5 min of stage 2: 5 + 1 epochs ~18 min per β, 4 β
+  # ~70 min, plus a few minutes of scoring: within ~2 hours.
   # Stage 1, head distillation: ||decoder(y~) - teacher features||^2 +
   # beta * bits.
   c.stage1 = ml_collections.ConfigDict(dict(
