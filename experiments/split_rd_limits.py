@@ -14,6 +14,9 @@ edge:
 * the same two without rounding (ŷ replaced by the continuous
   measurements y): what the quantization costs, apart from what the
   m-channel measurement and the decoder cost;
+* the error floor of the best rank-k linear map of the features (their
+  uncentred PCA), k = 8 … 32: what the m-channel measurement could reach
+  with an ideal per-position decoder;
 * the teacher's top-1 when Gaussian noise of the model's own feature-error
   variance is added to its split features: whether the error's size
   alone explains the accuracy lost, or its structure does.
@@ -60,6 +63,9 @@ def _measure(pair, x, noise_key):
   continuous = bottleneck.decode(y)
   axes = (1, 2, 3)
   out = {
+      # Σ over positions of a aᵀ, per image: the uncentred covariance of
+      # the features, for the best rank-k linear map's error.
+      "gram": jnp.einsum("bhwc,bhwd->bcd", target, target),
       "target_sq": jnp.mean(target**2, axes),
       "mse_rounded": jnp.mean((rounded - target)**2, axes),
       "mse_continuous": jnp.mean((continuous - target)**2, axes),
@@ -97,6 +103,13 @@ def measure_set(pair, images, labels, norm) -> dict:
     result[f"mse_{kind}"] = mse
     result[f"relative_mse_{kind}"] = mse / energy
   result["feature_mean_square"] = energy
+  # The floor of any m-channel linear measurement with a per-position
+  # linear decoder: the energy outside the top-m eigenvectors of the
+  # features' uncentred covariance (PCA), relative to the total.
+  eig = np.sort(np.linalg.eigvalsh(out["gram"].sum(0)))[::-1]
+  result["rank_k_relative_error"] = {
+      int(k): float(eig[k:].sum() / eig.sum())
+      for k in (8, 16, 24, 32) if k < len(eig)}
   return result
 
 
@@ -115,6 +128,14 @@ def markdown(report: dict) -> str:
           f" {r['top1_continuous']:.3f} |"
           f" {r['relative_mse_continuous']:.3f} |"
           f" {r['top1_teacher_noisy']:.3f} |")
+  # The floors depend on the teacher's features only: one line per set.
+  lines.append("")
+  for set_name, r in next(iter(report["models"].values())).items():
+    floors = ", ".join(f"rank {k}: {v:.3f}"
+                       for k, v in r["rank_k_relative_error"].items())
+    lines.append(f"Best rank-k linear map of the teacher's features"
+                 f" (uncentred PCA), relative error on {set_name}:"
+                 f" {floors}.")
   return "\n".join(lines) + "\n"
 
 

@@ -292,4 +292,9 @@ def test_limits_measure_the_finished_models(quick):
     assert 0.0 <= r["top1_rounded"] <= 1.0
     assert r["mse_rounded"] > 0 and r["mse_continuous"] > 0
     assert r["feature_mean_square"] > 0
+    floors = r["rank_k_relative_error"]
+    # More channels never leave more of the energy out.
+    assert list(floors) == [8, 16, 24, 32]
+    assert all(a >= b for a, b in zip(floors.values(),
+                                      list(floors.values())[1:]))
   assert (out / "limits.json").is_file() and (out / "limits.md").is_file()
