@@ -88,7 +88,7 @@ def _parse_betas(text: str) -> tuple[float, ...]:
   return betas
 
 
-def _default_cache_dir() -> str:
+def default_cache_dir() -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
   return os.path.join(base, "hecsb_jax", "decoded_images")
@@ -142,7 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="hold a quarter of dev out of training and score on it"
                  " instead of holdout (for choosing settings); writes"
                  " under OUT/tune/")
-  p.add_argument("--cache-dir", default=_default_cache_dir(),
+  p.add_argument("--cache-dir", default=default_cache_dir(),
                  help="where decoded 224x224 crops are cached")
   p.add_argument("--overwrite", action="store_true",
                  help="delete the checkpoints under --out first (instead"

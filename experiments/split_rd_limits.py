@@ -154,8 +154,7 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   config = split_rd_config.get_config("quick" if args.quick else None)
   samples = args.data_dir / config.data.samples_dir
-  # pylint: disable-next=protected-access
-  cache = Path(args.cache_dir or split_rd._default_cache_dir())
+  cache = Path(args.cache_dir or split_rd.default_cache_dir())
   try:
     teacher = split_rd_run.load_teacher(
         config, split_rd_run.weights_path(config, args.data_dir, None))
