@@ -296,7 +296,8 @@ def build_pair(teacher, config, beta: float) -> dl.TeacherStudent:
   bottleneck = hb.HecsbBottleneck(
       acquisition, channels, h.num_measurements, config.feature_channels,
       decoder_width=h.decoder_width, decoder_blocks=h.decoder_blocks,
-      measurement_init_std=h.measurement_init_std, rngs=rngs)
+      measurement_init_std=h.measurement_init_std,
+      prior_init_scale=h.prior_init_scale, rngs=rngs)
   student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
   return dl.TeacherStudent(teacher, student)
 
@@ -446,6 +447,7 @@ def train_model(pair, source, config, beta: float, model_dir: Path,
         workdir=os.fspath(model_dir / stage),
         fingerprint=dict(fingerprint, stage=stage), trainable=trainable,
         project_fn=dl.project,
+        lr_multipliers=dl.entropy_model_lr(section.prior_lr_multiplier),
         steps_per_epoch=pipeline.steps_per_epoch(source, section.batch_size),
         mesh=mesh, desc=f"{model_dir.name} {stage}",
         progress=progress and distributed.is_primary(),

@@ -54,3 +54,25 @@ def test_distortion_rate_is_mse_plus_beta_bits():
   np.testing.assert_allclose(metrics["mse"], mse)
   np.testing.assert_allclose(metrics["bits_per_image"], 200.0)
   np.testing.assert_allclose(loss, mse + 0.01 * 200.0)
+
+
+def test_entropy_model_lr_speeds_up_the_prior_only():
+  from flax import nnx
+  import jax
+
+  from hecsb_jax.models import hecsb_bottleneck as hb
+
+  rngs = nnx.Rngs(0)
+  bottleneck = hb.HecsbBottleneck(
+      hb.ShallowAcquisition((8,), rngs=rngs), 8, 4, 6, decoder_width=8,
+      rngs=rngs)
+  params = nnx.state(bottleneck, nnx.Param)
+  multipliers = dl.entropy_model_lr(10.0)(params)
+  flat = jax.tree_util.tree_flatten_with_path(multipliers)[0]
+  assert len(flat) == len(jax.tree.leaves(params))
+  fast = {jax.tree_util.keystr(p) for p, m in flat if m == 10.0}
+  assert fast and all("['entropy']['prior']" in p for p in fast)
+  assert all(m == 1.0 for p, m in flat
+             if jax.tree_util.keystr(p) not in fast)
+  assert len(fast) == len(jax.tree.leaves(
+      nnx.state(bottleneck.entropy, nnx.Param)))

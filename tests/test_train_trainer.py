@@ -59,6 +59,35 @@ def test_same_seed_gives_identical_parameters():
                _params(b.model))
 
 
+def test_lr_multipliers_scale_each_parameters_step():
+  # One Adam step (50 examples, batch 50): its update does not depend on
+  # the parameters, so a multiplier of 2 doubles the encoder's change
+  # exactly, and 0 freezes the decoder.
+  x = _data(100)
+  cfg = FitConfig(epochs=1, batch_size=50, learning_rate=1e-2)
+
+  def multipliers(encoder, decoder):
+    def fn(params):
+      return jax.tree_util.tree_map_with_path(
+          lambda path, _: encoder if "encoder" in jax.tree_util.keystr(path)
+          else decoder, params)
+    return fn
+
+  before = _params(_model())
+  plain = _params(fit(_model(), uae_loss, x[:50], x[50:], cfg,
+                      lr_multipliers=multipliers(1.0, 1.0),
+                      progress=False).model)
+  scaled = _params(fit(_model(), uae_loss, x[:50], x[50:], cfg,
+                       lr_multipliers=multipliers(2.0, 0.0),
+                       progress=False).model)
+  step_plain = plain["encoder"]["w"] - before["encoder"]["w"]
+  assert np.abs(step_plain).max() > 1e-3
+  np.testing.assert_allclose(scaled["encoder"]["w"] - before["encoder"]["w"],
+                             2.0 * step_plain, rtol=1e-4, atol=1e-7)
+  jax.tree.map(np.testing.assert_array_equal, scaled["decoder"],
+               before["decoder"])
+
+
 def test_weight_decay_shrinks_only_the_masked_parameters():
   # A loss with zero gradient isolates the decay: each step multiplies a
   # decayed parameter by exactly (1 - lr * wd) and leaves the rest alone.

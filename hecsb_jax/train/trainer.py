@@ -109,8 +109,23 @@ def make_optimizer(
     config: FitConfig,
     steps_per_epoch: int,
     decay_mask: Callable[[nnx.State], Any] | None = None,
+    lr_multipliers: Any | None = None,
 ) -> optax.GradientTransformation:
-  """Adam (AdamW when ``config.weight_decay``) under the config's schedule."""
+  """Adam (AdamW when ``config.weight_decay``) under the config's schedule.
+
+  ``lr_multipliers``: a pytree of floats shaped like the trained
+  parameters (or a prefix of them): each parameter's step is its
+  multiple of the scheduled rate (Adam's steps are proportional to it).
+  """
+  tx = _adam(config, steps_per_epoch, decay_mask)
+  if lr_multipliers is None:
+    return tx
+  return optax.chain(tx, optax.stateless(
+      lambda updates, params=None: jax.tree.map(
+          lambda m, u: m * u, lr_multipliers, updates)))
+
+
+def _adam(config, steps_per_epoch, decay_mask):
   peak = config.learning_rate
   total = max(1, config.epochs * steps_per_epoch)
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
@@ -155,6 +170,7 @@ def fit(
     trainable: Any = nnx.Param,
     project_fn: Callable[[nnx.Module], None] | None = None,
     decay_mask: Callable[[nnx.State], Any] | None = None,
+    lr_multipliers: Callable[[nnx.State], Any] | None = None,
     steps_per_epoch: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -189,6 +205,9 @@ def fit(
       jitted step (projected gradient descent); mutates it in place.
     decay_mask: ``params -> pytree of bools``, what ``weight_decay``
       shrinks; by default every trained parameter of two or more dims.
+    lr_multipliers: ``params -> pytree of floats``: a learning rate per
+      parameter, as a multiple of the schedule's (e.g. a faster entropy
+      model, which must follow the encoder it describes). None: 1 for all.
     steps_per_epoch: batches per epoch of a streamed ``train``.
     mesh: a device mesh (`step.data_mesh`): the batch is split over its data
       axis and the state replicated. None: one device. With several
@@ -224,8 +243,11 @@ def fit(
           f" one batch of {config.batch_size}"
       )
 
-  tx = make_optimizer(config, num_steps, decay_mask)
   model.train()
+  params = nnx.state(model, trainable)
+  tx = make_optimizer(
+      config, num_steps, decay_mask,
+      None if lr_multipliers is None else lr_multipliers(params))
   graphdef, state = step_lib.init_state(model, tx, trainable)
   # Own buffers: the state is donated to each step, and the model's arrays
   # may be shared with other modules (a cloned teacher) or used afterwards.
@@ -250,6 +272,11 @@ def fit(
                       streamed=streamed, steps_per_epoch=num_steps),
       "params": _shapes(state.params),
   }
+  if lr_multipliers is not None:
+    full_fingerprint["trainer"]["lr_multipliers"] = {
+        jax.tree_util.keystr(path): float(m) for path, m in
+        jax.tree_util.tree_flatten_with_path(lr_multipliers(params))[0]
+        if float(m) != 1.0}
 
   if streamed:
     train_step = step_lib.data_parallel(step, mesh)
