@@ -49,7 +49,7 @@ from PIL import Image
 
 from benchmarks.timing import best_time
 from benchmarks.timing import compiled_flops
-from experiments import split_rd_run
+from experiments import split_rd_models
 from hecsb_jax import coding
 from hecsb_jax import entropy
 from hecsb_jax.configs import split_rd as split_rd_config
@@ -106,8 +106,8 @@ def edge_rows(data_dir: Path, repeats: int) -> tuple[list[dict], str]:
   rows, weights = {}, "random"
   for impl in IMPLS:
     net, weights = teacher(data_dir, impl)
-    prefix_pair = split_rd_run.build_pair(net, config, 1e-4)
-    shallow_pair = split_rd_run.build_pair(net, shallow_config, 1e-4)
+    prefix_pair = split_rd_models.build_pair(net, config, 1e-4)
+    shallow_pair = split_rd_models.build_pair(net, shallow_config, 1e-4)
     # On the edge: acquisition and measurement (the prior's CDF tables are
     # data, not parameters). A TeacherPrefix holds a whole copy of the
     # teacher but runs only the layers up to the split.

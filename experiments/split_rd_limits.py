@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import split_rd
-from experiments import split_rd_run
+from experiments import split_rd_data
+from experiments import split_rd_models
 from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_pipeline as pipeline
 
@@ -156,23 +157,23 @@ def main(argv=None) -> dict:
   samples = args.data_dir / config.data.samples_dir
   cache = Path(args.cache_dir or split_rd.default_cache_dir())
   try:
-    teacher = split_rd_run.load_teacher(
-        config, split_rd_run.weights_path(config, args.data_dir, None))
+    teacher = split_rd_models.load_teacher(
+        config, split_rd_models.weights_path(config, args.data_dir, None))
     pairs = []
-    for beta, model_dir in split_rd_run.model_dirs(config, args.out):
+    for beta, model_dir in split_rd_models.model_dirs(config, args.out):
       if not (model_dir / "tables.npz").is_file():
         print(f"{model_dir.name}: not finished, skipped")
         continue
-      pair = split_rd_run.build_pair(teacher, config, beta)
-      split_rd_run.load_finished_model(pair, config, beta, model_dir)
+      pair = split_rd_models.build_pair(teacher, config, beta)
+      split_rd_models.load_finished_model(pair, config, beta, model_dir)
       pair.eval()
-      pairs.append((split_rd_run.model_name(beta), pair))
+      pairs.append((split_rd_models.model_name(beta), pair))
     if not pairs:
       raise FileNotFoundError(f"{args.out / 'ckpt'}: no finished model")
     sets = {
-        "train (dev)": split_rd_run.folder_split(
+        "train (dev)": split_rd_data.folder_split(
             samples, config.data.train_split, args.images, cache),
-        "holdout": split_rd_run.folder_split(
+        "holdout": split_rd_data.folder_split(
             samples, config.data.eval_split, args.images, cache),
     }
   except (OSError, ValueError) as e:

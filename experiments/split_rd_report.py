@@ -102,7 +102,7 @@ def comparison_markdown(results: Mapping) -> list[str]:
     codec_bytes, codec = best_codec_bytes(results, s["top1"])
     lines.append(
         f"| {s['setting']} | {s['bytes_per_image']:,.1f} | {s['top1']:.3f}"
-        + (f" | – (not reached) | – |" if codec_bytes is None else
+        + (" | – (not reached) | – |" if codec_bytes is None else
            f" | {codec_bytes:,.1f} ({METHOD_LABELS[codec]}) |"
            f" {s['bytes_per_image'] / codec_bytes:.2f} |"))
   target = results["teacher"]["top1"] - TOP1_TOLERANCE

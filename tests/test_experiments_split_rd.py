@@ -83,14 +83,16 @@ def test_quick_run_writes_every_output_in_the_schema(quick):
 
 @pytest.mark.slow
 def test_bytes_are_the_real_container_and_file_lengths(quick):
-  from experiments import split_rd_run
+  from experiments import split_rd_data
+  from experiments import split_rd_eval
+  from experiments import split_rd_models
   from hecsb_jax import coding
   from hecsb_jax.data import imagenet_folder
 
   out, cache, results = quick
   config = split_rd.build_config(split_rd.parse_args(_args(out, cache)))
   data_dir = _data_dir()
-  holdout = split_rd_run.folder_split(data_dir / "imagenet_samples",
+  holdout = split_rd_data.folder_split(data_dir / "imagenet_samples",
                                       "holdout", 8, cache)
   # The cached crops are the evaluation preprocessing of the files.
   first = imagenet_folder.read_split(data_dir / "imagenet_samples",
@@ -107,18 +109,18 @@ def test_bytes_are_the_real_container_and_file_lengths(quick):
                 if s["setting"] == "q=10")
   assert jpeg10["bytes_per_image"] == np.mean(sizes)
 
-  teacher = split_rd_run.load_teacher(
-      config, split_rd_run.weights_path(config, data_dir, None))
-  pair = split_rd_run.build_pair(teacher, config, BETA)
+  teacher = split_rd_models.load_teacher(
+      config, split_rd_models.weights_path(config, data_dir, None))
+  pair = split_rd_models.build_pair(teacher, config, BETA)
   model_dir = out / "ckpt" / f"hecsb_beta{BETA:g}"
-  summary = split_rd_run.load_finished_model(pair, config, BETA,
+  summary = split_rd_models.load_finished_model(pair, config, BETA,
                                                model_dir)
   tables = coding.load_tables(model_dir / "tables.npz")
   assert coding.model_id(tables).hex() == summary["model_id"]
   pair.student.eval()
   x = holdout.images.astype(np.float32)
   # The run's jitted edge function on the run's batch shape: compiled once.
-  symbols = np.asarray(split_rd_run.jit_edge_symbols(
+  symbols = np.asarray(split_rd_eval.jit_edge_symbols(
       pair.student, (x - 127.0) / 128.0))
   containers = [coding.compress(symbols[i : i + 1], tables)
                 for i in range(len(symbols))]
@@ -233,15 +235,15 @@ def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
 
 
 def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
-  from experiments import split_rd_run
+  from experiments import split_rd_data
 
   config = split_rd.build_config(split_rd.parse_args(
       ["--data-dir", str(_data_dir()), "--tune"]))
   samples = _data_dir() / "imagenet_samples"
-  train = split_rd_run.training_lists(config, _data_dir(), tune=True)
-  tune = split_rd_run.split_list(samples, "dev", 0,
-                                 split_rd_run.tuning_part(config))
-  holdout = split_rd_run.split_list(samples, "holdout", 0)
+  train = split_rd_data.training_lists(config, _data_dir(), tune=True)
+  tune = split_rd_data.split_list(samples, "dev", 0,
+                                 split_rd_data.tuning_part(config))
+  holdout = split_rd_data.split_list(samples, "holdout", 0)
   trained = {e.path for l in train for e in l.examples}
   assert len(tune.examples) == 200
   assert all(e.label % 5 == 3 for e in tune.examples)
@@ -266,7 +268,7 @@ def test_acquisition_option_sets_the_encoder_and_what_trains(
 
 
 def test_an_untrained_shallow_encoder_is_refused():
-  from experiments import split_rd_run
+  from experiments import split_rd_models
   from hecsb_jax.configs import split_rd as split_rd_config
   from hecsb_jax.models.efficientnet_lite import EfficientNetLite0
   from flax import nnx
@@ -274,7 +276,7 @@ def test_an_untrained_shallow_encoder_is_refused():
   config = split_rd_config.get_config("quick")
   config.hecsb.acquisition = "shallow"
   with pytest.raises(ValueError, match="must be trained"):
-    split_rd_run.build_pair(EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
+    split_rd_models.build_pair(EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
 
 
 def test_limits_measure_the_finished_models(quick):

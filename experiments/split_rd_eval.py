@@ -1,0 +1,171 @@
+"""Scoring on one evaluation set: the teacher, the codecs, HECS-B.
+
+    teacher ──────────────────────────────────────────────► top-1/5
+    jpeg/webp/png: Pillow encode ─► len(bytes) ─► decode ─► teacher
+    hecsb: edge symbols ─► coding.compress (one image) ─► len(bytes)
+           ─► coding.decompress ─► decoder + tail ─► top-1/5
+
+Every byte count is the length of a real encoded file or container of one
+image, header included; the classifier always sees what was decoded from
+those bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL
+from PIL import features
+from PIL import Image
+
+from experiments.split_rd_data import Chunks
+from experiments.split_rd_data import Images
+from hecsb_jax import coding
+from hecsb_jax.data import imagenet_pipeline as pipeline
+from hecsb_jax.models.split import SplitModel
+
+TOPK = 5
+
+
+# Jitted once: nnx.jit caches on the module's structure, so every β's
+# student (same shapes) and every batch reuse one compilation.
+jit_forward = nnx.jit(lambda model, x: model(x))
+jit_edge_symbols = nnx.jit(lambda student, x: student.edge_symbols(x))
+jit_logits_from_symbols = nnx.jit(
+    lambda student, s: student.logits_from_symbols(s))
+
+
+def _topk_hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """[N, 2] booleans: label is the top-1 / among the top-5."""
+  top = np.argsort(-logits, axis=-1)[:, :TOPK]
+  return np.stack([top[:, 0] == labels,
+                   (top == labels[:, None]).any(-1)], -1)
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn over fixed-size batches (the last one padded: one compilation)."""
+  outs = []
+  for i in range(0, len(x), batch_size):
+    chunk = x[i : i + batch_size]
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+    outs.append(np.asarray(fn(jnp.asarray(chunk)))[: batch_size - pad])
+  return np.concatenate(outs)
+
+
+class Evaluator:
+  """Scores methods on one evaluation set, read in chunks.
+
+  The set is ``chunks()``: a folder's decoded crops as one chunk, or a tfds
+  split streamed in batches (never all in memory). Each call below reads
+  the set once; every method sees the same images.
+  """
+
+  def __init__(self, teacher, chunks: Chunks, config):
+    self.teacher = teacher
+    self.chunks = chunks
+    self.batch_size = config.eval_batch_size
+    self.norm = pipeline.normalization(config.backbone)
+
+  @classmethod
+  def in_memory(cls, teacher, data: Images, config) -> "Evaluator":
+    return cls(teacher, lambda: [(data.images, data.labels)], config)
+
+  def _normalized(self, images: np.ndarray) -> np.ndarray:
+    return pipeline.normalize(images, self.norm)
+
+  @staticmethod
+  def _score(hits: list[np.ndarray]) -> dict[str, float]:
+    hits = np.concatenate(hits)
+    return {"top1": float(hits[:, 0].mean()), "top5": float(hits[:, 1].mean())}
+
+  def teacher_logits(self, images: np.ndarray) -> np.ndarray:
+    return _batched(lambda x: jit_forward(self.teacher, x),
+                    self._normalized(images), self.batch_size)
+
+  def teacher_score(self) -> dict[str, float]:
+    """The unmodified teacher on the images as they are."""
+    return self._score([_topk_hits(self.teacher_logits(images), labels)
+                        for images, labels in self.chunks()])
+
+  def codecs(self, settings: list[tuple[str, str, dict]]) -> list[dict]:
+    """Pillow round trip of every image, then the unmodified teacher: one
+    score per (Pillow format, setting name, save arguments), in order."""
+    sizes = [[] for _ in settings]
+    hits = [[] for _ in settings]
+    for images, labels in self.chunks():
+      for k, (fmt, _, save_args) in enumerate(settings):
+        decoded = np.empty_like(images)
+        for i, image in enumerate(images):
+          buf = io.BytesIO()
+          Image.fromarray(image).save(buf, format=fmt, **save_args)
+          data = buf.getvalue()
+          sizes[k].append(len(data))
+          with Image.open(io.BytesIO(data)) as img:
+            decoded[i] = np.asarray(img.convert("RGB"))
+        hits[k].append(_topk_hits(self.teacher_logits(decoded), labels))
+    return [{"setting": setting, "bytes_per_image": float(np.mean(sizes[k])),
+             **self._score(hits[k])}
+            for k, (_, setting, _) in enumerate(settings)]
+
+  def hecsb(self, student: SplitModel, tables: coding.CodingTables,
+            setting: str) -> dict:
+    """Edge symbols -> one container per image -> decoded -> server."""
+    student.eval()
+    sizes, hits = [], []
+    for images, labels in self.chunks():
+      symbols = _batched(
+          lambda x: jit_edge_symbols(student, x),
+          self._normalized(images), self.batch_size)
+      received = np.empty_like(symbols)
+      for i in range(len(symbols)):
+        data = coding.compress(symbols[i : i + 1], tables)
+        sizes.append(len(data))
+        received[i] = coding.decompress(data, tables)[0]
+      if not np.array_equal(received, symbols):
+        raise RuntimeError(f"{setting}: decoded symbols differ from the"
+                           " sent ones (the coder is broken)")
+      logits = _batched(
+          lambda s: jit_logits_from_symbols(student, s),
+          received, self.batch_size)
+      hits.append(_topk_hits(logits, labels))
+    return {"setting": setting, "bytes_per_image": float(np.mean(sizes)),
+            **self._score(hits)}
+
+
+def gflops_per_image(module: nnx.Module, fn, image_size: int) -> float:
+  """XLA's FLOP count of ``fn(module, x)`` for one image (multiply and add
+  counted apart: about 2x the multiply-accumulates), the edge's cost."""
+  graphdef, state = nnx.split(module)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  cost = jax.jit(lambda state, x: fn(nnx.merge(graphdef, state), x)).lower(
+      state, x).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device
+    cost = cost[0]
+  return float(cost.get("flops", float("nan"))) / 1e9
+
+
+def codec_versions() -> str:
+  """The libraries behind the codec rows (their bytes depend on them)."""
+  return (f"Pillow {PIL.__version__} (libjpeg {features.version('jpg')}, libwebp"
+          f" {features.version('webp')}, zlib {features.version('zlib')})")
+
+
+def codec_settings(config) -> dict[str, list[tuple[str, str, dict]]]:
+  """method -> [(Pillow format, setting name, save arguments)]."""
+  c = config.codecs
+  return {
+      # optimize: Huffman tables fitted to the image (smaller files at the
+      # same quality, what a careful sender would do).
+      "jpeg": [("JPEG", f"q={q}", {"quality": q, "optimize": True})
+               for q in c.jpeg_qualities],
+      # method 6: libwebp's slowest, smallest encoding.
+      "webp": [("WEBP", f"q={q}", {"quality": q, "method": 6})
+               for q in c.webp_qualities],
+      "png": [("PNG", "lossless", {"compress_level": c.png_compress_level})],
+  }
