@@ -35,7 +35,7 @@ import optax
 from benchmarks.timing import best_time
 from benchmarks.timing import compiled_flops
 from benchmarks.timing import matmul_flops_per_s
-from experiments import split_rd_models
+from experiments import split_rd_methods
 from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.models import distill_losses as dl
@@ -50,16 +50,16 @@ def build_step(config, impl: str, which: str):
   """(jitted step, its state) for one stage on a fresh random model."""
   teacher = EfficientNetLite0(depthwise_impl=impl, rngs=nnx.Rngs(0))
   teacher.eval()
-  pair = split_rd_models.build_pair(teacher, config, BETA)
+  pair = split_rd_methods.METHODS["hecsb"].build(teacher, config, BETA)
   if which == "stage1":
     loss_fn = dl.make_stage1_loss(BETA, reuse_teacher_features=True)
     trainable = dl.stage1_trainable(train_acquisition=False)
   else:
     s2 = config.stage2
     loss_fn = dl.make_stage2_loss(s2.alpha, s2.temperature)
-    config.stage2.train = "decoder" if which.endswith("decoder") else (
-        "decoder_tail")
-    trainable = split_rd_models.stage2_filter(config)
+    trainable = split_rd_methods.stage2_filter(
+        "decoder" if which.endswith("decoder") else "decoder_tail",
+        train_acquisition=False)
   pair.train()
   tx = optax.adam(1e-4)
   graphdef, state = step_lib.init_state(pair, tx, trainable)

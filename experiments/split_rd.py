@@ -1,13 +1,19 @@
-r"""Split computing, rate vs accuracy: HECS-B against JPEG, WebP and PNG.
+r"""Split computing, rate vs accuracy: HECS-B against the learned baselines
+(SVB, CR+BQ, a learned image codec) and JPEG, WebP and PNG.
 
     python -m experiments.split_rd --data-dir ../shared/data --out runs/split_rd
     python -m experiments.split_rd --data-dir ../shared/data --quick
     python -m experiments.split_rd --data-dir ../shared/data \
+        --out runs/split_rd --methods svb,jpeg,webp
+    python -m experiments.split_rd --data-dir ../shared/data \
         --out runs/split_rd --eval-only --eval-dir MY_IMAGES
 
-Trains one HECS-B model per β that is not trained yet (stage 1, head
-distillation; stage 2, knowledge distillation; then the coding tables),
-scores every method on the `holdout` images, and writes under --out
+Trains every learned model the config names that is not trained yet (one
+per setting: β for HECS-B and SVB, stage 1 head distillation, stage 2
+knowledge distillation, then the coding tables; CR+BQ's channels k, the
+same two stages; the image codec's λ, rate + MSE for as many epochs),
+scores every method --methods selects (default all) on the `holdout`
+images, and writes under --out
 (default runs/split_rd): results.json, results.md, rd_curve.png,
 details.json, and the checkpoints (ckpt/). An interrupted run resumes; a
 finished one trains nothing. A checkpoint made with other settings
@@ -125,8 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="comma-separated subset of"
                  f" {','.join(split_rd_config.METHODS)} (default all)")
   p.add_argument("--betas", type=_parse_betas, default=None,
-                 help="HECS-B rate weights, one model each (default: the"
-                 " config's)")
+                 help="HECS-B's rate weights, one model each (default: the"
+                 " config's; SVB keeps the config's)")
   p.add_argument("--acquisition", choices=tuple(ACQUISITIONS),
                  default=None,
                  help="the edge encoder before the measurement: the"

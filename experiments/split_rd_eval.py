@@ -1,9 +1,11 @@
-"""Scoring on one evaluation set: the teacher, the codecs, HECS-B.
+"""Scoring on one evaluation set: the teacher, the codecs, learned methods.
 
     teacher ──────────────────────────────────────────────► top-1/5
     jpeg/webp/png: Pillow encode ─► len(bytes) ─► decode ─► teacher
-    hecsb: edge symbols ─► coding.compress (one image) ─► len(bytes)
-           ─► coding.decompress ─► decoder + tail ─► top-1/5
+    learned (split_rd_methods): edge symbols ─► one payload per image
+           (coding.compress, or CR+BQ's 8-bit tensor) ─► len(bytes)
+           ─► decoded ─► decoder + tail (split methods) or decoded image
+           ─► teacher (the neural codec) ─► top-1/5
 
 Every byte count is the length of a real encoded file or container of one
 image, header included; the classifier always sees what was decoded from
@@ -22,11 +24,11 @@ import PIL
 from PIL import features
 from PIL import Image
 
+from experiments import split_rd_methods as methods
 from experiments.split_rd_data import Chunks
 from experiments.split_rd_data import Images
 from hecsb_jax import coding
 from hecsb_jax.data import imagenet_pipeline as pipeline
-from hecsb_jax.models.split import SplitModel
 
 TOPK = 5
 
@@ -35,6 +37,7 @@ TOPK = 5
 # student (same shapes) and every batch reuse one compilation.
 jit_forward = nnx.jit(lambda model, x: model(x))
 jit_edge_symbols = nnx.jit(lambda student, x: student.edge_symbols(x))
+jit_decode_symbols = nnx.jit(lambda model, s: model.decode_symbols(s))
 jit_logits_from_symbols = nnx.jit(
     lambda student, s: student.logits_from_symbols(s))
 
@@ -46,16 +49,21 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
                    (top == labels[:, None]).any(-1)], -1)
 
 
-def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-  """fn over fixed-size batches (the last one padded: one compilation)."""
+def _batched(fn, x, batch_size: int):
+  """fn over fixed-size batches of a pytree of arrays (the last batch
+  padded: one compilation); the outputs' leaves concatenated."""
+  n = len(jax.tree.leaves(x)[0])
   outs = []
-  for i in range(0, len(x), batch_size):
-    chunk = x[i : i + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    outs.append(np.asarray(fn(jnp.asarray(chunk)))[: batch_size - pad])
-  return np.concatenate(outs)
+  for i in range(0, n, batch_size):
+    chunk = jax.tree.map(lambda a: np.asarray(a)[i : i + batch_size], x)
+    size = len(jax.tree.leaves(chunk)[0])
+    if size < batch_size:
+      chunk = jax.tree.map(
+          lambda a: np.concatenate(
+              [a, np.repeat(a[-1:], batch_size - size, 0)]), chunk)
+    out = fn(jax.tree.map(jnp.asarray, chunk))
+    outs.append(jax.tree.map(lambda a: np.asarray(a)[:size], out))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 
 class Evaluator:
@@ -71,6 +79,7 @@ class Evaluator:
     self.chunks = chunks
     self.batch_size = config.eval_batch_size
     self.norm = pipeline.normalization(config.backbone)
+    self.config = config
 
   @classmethod
   def in_memory(cls, teacher, data: Images, config) -> "Evaluator":
@@ -113,26 +122,34 @@ class Evaluator:
              **self._score(hits[k])}
             for k, (_, setting, _) in enumerate(settings)]
 
-  def hecsb(self, student: SplitModel, tables: coding.CodingTables,
-            setting: str) -> dict:
-    """Edge symbols -> one container per image -> decoded -> server."""
-    student.eval()
+  def learned(self, method: methods.Method, model: nnx.Module,
+              tables: coding.CodingTables | None, setting: str) -> dict:
+    """Edge symbols -> one payload per image -> received -> server.
+
+    ``model`` is `method.saved`: a `SplitModel` (its decoder and tail
+    give the logits) or an image codec (its decoded image, rounded to
+    uint8, goes to the unmodified teacher).
+    """
+    model.eval()
     sizes, hits = [], []
     for images, labels in self.chunks():
-      symbols = _batched(
-          lambda x: jit_edge_symbols(student, x),
-          self._normalized(images), self.batch_size)
-      received = np.empty_like(symbols)
-      for i in range(len(symbols)):
-        data = coding.compress(symbols[i : i + 1], tables)
-        sizes.append(len(data))
-        received[i] = coding.decompress(data, tables)[0]
-      if not np.array_equal(received, symbols):
-        raise RuntimeError(f"{setting}: decoded symbols differ from the"
-                           " sent ones (the coder is broken)")
-      logits = _batched(
-          lambda s: jit_logits_from_symbols(student, s),
-          received, self.batch_size)
+      x = pipeline.normalize(images, method.input_norm(self.config))
+      symbols = _batched(lambda x: jit_edge_symbols(model, x), x,
+                         self.batch_size)
+      payloads = method.to_bytes(symbols, tables)
+      sizes.extend(len(p) for p in payloads)
+      received = method.from_bytes(payloads, tables)
+      if not all(np.array_equal(a, b) for a, b in zip(
+          jax.tree.leaves(received), jax.tree.leaves(symbols))):
+        raise RuntimeError(f"{method.name} {setting}: decoded symbols differ"
+                           " from the sent ones (the coder is broken)")
+      if method.split:
+        logits = _batched(lambda s: jit_logits_from_symbols(model, s),
+                          received, self.batch_size)
+      else:
+        decoded = _batched(lambda s: jit_decode_symbols(model, s),
+                           received, self.batch_size)
+        logits = self.teacher_logits(methods.images_from_unit(decoded))
       hits.append(_topk_hits(logits, labels))
     return {"setting": setting, "bytes_per_image": float(np.mean(sizes)),
             **self._score(hits)}

@@ -44,6 +44,7 @@ import numpy as np
 
 from experiments import split_rd
 from experiments import split_rd_data
+from experiments import split_rd_methods
 from experiments import split_rd_models
 from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_pipeline as pipeline
@@ -160,14 +161,17 @@ def main(argv=None) -> dict:
     teacher = split_rd_models.load_teacher(
         config, split_rd_models.weights_path(config, args.data_dir, None))
     pairs = []
-    for beta, model_dir in split_rd_models.model_dirs(config, args.out):
+    hecsb = split_rd_methods.METHODS["hecsb"]
+    for beta in hecsb.values(config):
+      model_dir = args.out / "ckpt" / hecsb.model_name(beta)
       if not (model_dir / "tables.npz").is_file():
         print(f"{model_dir.name}: not finished, skipped")
         continue
-      pair = split_rd_models.build_pair(teacher, config, beta)
-      split_rd_models.load_finished_model(pair, config, beta, model_dir)
+      pair = hecsb.build(teacher, config, beta)
+      split_rd_models.load_finished_model(hecsb, pair, config, beta,
+                                          model_dir)
       pair.eval()
-      pairs.append((split_rd_models.model_name(beta), pair))
+      pairs.append((model_dir.name, pair))
     if not pairs:
       raise FileNotFoundError(f"{args.out / 'ckpt'}: no finished model")
     sets = {

@@ -20,12 +20,17 @@ from typing import Mapping, Sequence
 
 METHOD_LABELS = {
     "hecsb": "HECS-B",
+    "svb": "SVB",
+    "crbq": "CR+BQ",
+    "neural_codec": "Ballé 2018 codec",
     "jpeg": "JPEG",
     "webp": "WebP",
     "png": "PNG",
 }
 SCORE_KEYS = ("setting", "bytes_per_image", "top1", "top5")
 CODECS = ("jpeg", "webp")
+# The learned baselines HECS-B is compared with, level by level.
+BASELINES = ("svb", "crbq", "neural_codec")
 # The issue's bar: within this much top-1 of the teacher ...
 TOP1_TOLERANCE = 0.02
 # ... at no more than this fraction of the best codec's bytes.
@@ -129,31 +134,74 @@ def comparison_markdown(results: Mapping) -> list[str]:
   return lines
 
 
+def baseline_ratios(results: Mapping, baseline: str, levels: int = 3
+                    ) -> list[tuple[float, float, float]]:
+  """(top-1, HECS-B bytes, baseline bytes) at ``levels`` accuracies both
+  reach: evenly spaced over the top-1 range the two upper envelopes
+  share, ends included (one level if they share one point; none if
+  none). Bytes by `bytes_for_top1`."""
+  ours, theirs = (results["methods"].get(m) for m in ("hecsb", baseline))
+  if not ours or not theirs:
+    return []
+  low = max(min(s["top1"] for s in ours), min(s["top1"] for s in theirs))
+  high = min(max(s["top1"] for s in ours), max(s["top1"] for s in theirs))
+  if high < low:
+    return []
+  points = [high] if high == low else [
+      low + (high - low) * i / (levels - 1) for i in range(levels)]
+  return [(a, bytes_for_top1(ours, a), bytes_for_top1(theirs, a))
+          for a in points]
+
+
+def baselines_markdown(results: Mapping) -> list[str]:
+  """HECS-B's bytes over each learned baseline's at equal top-1."""
+  present = [b for b in BASELINES if b in results["methods"]]
+  if "hecsb" not in results["methods"] or not present:
+    return []
+  lines = ["", "## HECS-B against the learned baselines", "",
+           "| baseline | top-1 | HECS-B bytes | baseline bytes |"
+           " HECS-B / baseline |", "|---|---:|---:|---:|---:|"]
+  for b in present:
+    rows = baseline_ratios(results, b)
+    if not rows:
+      lines.append(f"| {METHOD_LABELS[b]} | – (no top-1 both reach) |"
+                   " – | – | – |")
+    for a, ours, theirs in rows:
+      lines.append(f"| {METHOD_LABELS[b]} | {a:.3f} | {ours:,.1f} |"
+                   f" {theirs:,.1f} | {ours / theirs:.2f} |")
+  return lines
+
+
 def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
-  """Per HECS-B model: its coding tables' id and its last training epoch
-  (training-set figures: the rate there is the prior's estimate under
-  noise, not coded bytes)."""
+  """Per learned model: its coding tables' id and its last training
+  epoch (training-set figures: the rate there is the prior's estimate
+  under noise, not coded bytes; the image codec's single stage shows its
+  image MSE and bits per pixel in the stage-1 columns)."""
   lines = ["| model | tables id | edge GFLOP / image | stage-1 MSE |"
-           " stage-1 bits / image | stage-2 KL | stage-2 top-1 (train) |",
+           " stage-1 bits / image (codec: bpp) | stage-2 KL |"
+           " stage-2 top-1 (train) |",
            "|---|---|---:|---:|---:|---:|---:|"]
 
   def cell(d, k):
     return "–" if k not in d else f"{d[k]:.4g}"
 
   for name, summary in models.items():
-    s1, s2 = summary.get("stage1", {}), summary.get("stage2", {})
+    s1 = summary.get("stage1", summary.get("codec", {}))
+    s2 = summary.get("stage2", {})
+    rate = "train_bits_per_image" if "stage1" in summary else "train_bpp"
     lines.append(
-        f"| {name} | `{summary.get('model_id', '?')}` |"
+        f"| {name} | `{summary.get('model_id', '– (8-bit tensor)')}` |"
         f" {cell(summary, 'edge_gflops_per_image')} |"
-        f" {cell(s1, 'train_mse')} | {cell(s1, 'train_bits_per_image')} |"
+        f" {cell(s1, 'train_mse')} | {cell(s1, rate)} |"
         f" {cell(s2, 'train_kl')} | {cell(s2, 'train_top1')} |")
   return lines
 
 
 def results_markdown(results: Mapping, notes: str = "",
                      models: Mapping[str, Mapping] | None = None) -> str:
-  """One table per method (settings by rate), the teacher above them, and
-  the HECS-B models' training summaries when given."""
+  """One table per method (settings by rate), the teacher above them,
+  HECS-B against the codecs and the learned baselines, and the learned
+  models' training summaries when given."""
   t = results["teacher"]
   lines = [f"# Rate vs accuracy on `{results['split']}`", ""]
   if notes:
@@ -169,8 +217,9 @@ def results_markdown(results: Mapping, notes: str = "",
           f" {s['bytes_per_image']:,.1f} | {s['top1']:.3f} |"
           f" {s['top5']:.3f} |")
   lines += comparison_markdown(results)
+  lines += baselines_markdown(results)
   if models:
-    lines += ["", "## HECS-B models", ""] + models_markdown(models)
+    lines += ["", "## Learned models", ""] + models_markdown(models)
   return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,10 @@
 """The split rate-accuracy experiment: train what is missing, score all.
 
     data (split_rd_data) ─► train: dev + extra_images ─► grain: random
-      │   resized crop + flip ─► per β: stage 1 (head distillation) ─►
-      │   stage 2 (KD) ─► tables.npz              (split_rd_models)
-      └ eval: a folder's holdout ─► teacher, codecs, HECS-B (split_rd_eval)
+      │   resized crop + flip ─► per learned method and setting
+      │   (split_rd_methods): its stages ─► tables.npz (split_rd_models)
+      └ eval: a folder's holdout ─► teacher, codecs, learned methods
+                                                        (split_rd_eval)
 
 `run_experiment` checks every input first (weights, evaluation data,
 training data, existing checkpoints' fingerprints), then does the slow
@@ -63,44 +64,49 @@ def run_experiment(
   from_tfds = config.data.source == "tfds"
   if from_tfds:
     split = data.tfds_split_name(config.data.tfds_eval_split,
-                            config.data.eval_limit)
+                                 config.data.eval_limit)
     eval_source = data.tfds_source(config.data.tfds_eval_split, data_dir,
-                              config.data.eval_limit)
+                                   config.data.eval_limit)
   elif tune:
     split = f"{config.data.train_split}-tune"
     eval_list = data.split_list(eval_dir, config.data.train_split,
-                           config.data.eval_limit, data.tuning_part(config))
+                                config.data.eval_limit,
+                                data.tuning_part(config))
   else:
     split = config.data.eval_split
     eval_list = data.split_list(eval_dir, split, config.data.eval_limit)
-  use_hecsb = "hecsb" in config.methods
+  learned = models.model_dirs(config, out)  # (method, value, folder)
   teacher_id = models.file_sha256(teacher_file)
   train_lists, train_source, fingerprints = None, None, {}
-  if use_hecsb and eval_only:
-    for _, model_dir in models.model_dirs(config, out):
-      for path in (model_dir / "model", model_dir / "tables.npz"):
+  if learned and eval_only:
+    for method, _, model_dir in learned:
+      for path in models.finished_parts(method, model_dir):
         if not path.exists():
           raise models.MissingModelError(
               f"{path}: no finished model (train it first: run without"
-              " --eval-only, with the same --out, --quick and --betas)")
-  elif use_hecsb:
+              " --eval-only, with the same --out, --quick, --methods and"
+              " settings)")
+  elif learned:
     if from_tfds:
       limit = config.data.train_limit_per_set
-      train_source = data.tfds_source(config.data.tfds_train_split, data_dir,
-                                 limit)
+      train_source = data.tfds_source(config.data.tfds_train_split,
+                                      data_dir, limit)
       train_id = data.tfds_data_id(
-          data.tfds_split_name(config.data.tfds_train_split, limit), train_source)
+          data.tfds_split_name(config.data.tfds_train_split, limit),
+          train_source)
     else:
       train_lists = data.training_lists(config, data_dir, tune)
       train_id = data.data_id(train_lists)
-    for beta, model_dir in models.model_dirs(config, out):
-      fingerprints[beta] = models.model_fingerprint(config, beta, train_id,
-                                             teacher_id)
-      models.check_checkpoints(model_dir, fingerprints[beta])
+    for method, value, model_dir in learned:
+      fingerprints[model_dir] = models.model_fingerprint(
+          method, config, value, train_id, teacher_id)
+      models.check_checkpoints(method, config, value, model_dir,
+                               fingerprints[model_dir])
   # Everything is known to be there and consistent: now the slow part.
   teacher = models.load_teacher(config, teacher_file)
   if from_tfds:
-    evaluator = evaluation.Evaluator(teacher, data.tfds_chunks(eval_source, config), config)
+    evaluator = evaluation.Evaluator(
+        teacher, data.tfds_chunks(eval_source, config), config)
     num_eval = len(eval_source)
     eval_where = f"tfds imagenet2012 in {data_dir}"
   else:
@@ -129,23 +135,26 @@ def run_experiment(
 
   def record(method, score):
     results["methods"].setdefault(method, []).append(score)
-    log(f"{method:<5s} {score['setting']:<14s} {score['bytes_per_image']:9.1f}"
+    log(f"{method:<12s} {score['setting']:<14s} {score['bytes_per_image']:9.1f}"
         f" B/image  top-1 {score['top1']:.3f}  top-5 {score['top5']:.3f}")
 
-  if use_hecsb:
-    for beta, model_dir in models.model_dirs(config, out):
-      pair = models.build_pair(teacher, config, beta)
-      if eval_only:
-        summary = models.load_finished_model(pair, config, beta, model_dir)
-      else:
-        summary = models.train_model(pair, train_source, config, beta, model_dir,
-                              fingerprints[beta], progress=progress, log=log)
-      details["models"][models.model_name(beta)] = dict(
-          summary, edge_gflops_per_image=evaluation.gflops_per_image(
-              pair.student, lambda student, x: student.edge_symbols(x),
-              size))
-      tables = coding.load_tables(model_dir / "tables.npz")
-      record("hecsb", evaluator.hecsb(pair.student, tables, f"beta={beta:g}"))
+  for method, value, model_dir in learned:
+    model = method.build(teacher, config, value)
+    if eval_only:
+      summary = models.load_finished_model(method, model, config, value,
+                                           model_dir)
+    else:
+      summary = models.train_model(
+          method, model, train_source, config, value, model_dir,
+          fingerprints[model_dir], progress=progress, log=log)
+    saved = method.saved(model)
+    details["models"][model_dir.name] = dict(
+        summary, edge_gflops_per_image=evaluation.gflops_per_image(
+            saved, lambda module, x: module.edge_symbols(x), size))
+    tables = (coding.load_tables(model_dir / "tables.npz")
+              if method.entropy_coded else None)
+    record(method.name, evaluator.learned(method, saved, tables,
+                                          method.setting(value)))
   # Every codec setting in one pass over the images (one decode of a
   # streamed split, not one per setting).
   settings = evaluation.codec_settings(config)

@@ -59,9 +59,18 @@ def test_quick_run_writes_every_output_in_the_schema(quick):
   assert on_disk == json.loads(json.dumps(results))
   split_rd_report.check_schema(on_disk)
   assert on_disk["split"] == "holdout"
-  assert set(on_disk["methods"]) == {"hecsb", "jpeg", "webp", "png"}
+  assert set(on_disk["methods"]) == {"hecsb", "svb", "crbq", "neural_codec",
+                                     "jpeg", "webp", "png"}
   methods = on_disk["methods"]
   assert [s["setting"] for s in methods["hecsb"]] == [f"beta={BETA:g}"]
+  # The quick config's baselines, each trained and scored.
+  assert [s["setting"] for s in methods["svb"]] == ["beta=0.0001",
+                                                    "beta=0.001"]
+  assert [s["setting"] for s in methods["neural_codec"]] == [
+      "lambda=0.0067", "lambda=0.0932"]
+  # CR+BQ sends its 8-bit tensor and a 16-byte header, nothing else.
+  assert [(s["setting"], s["bytes_per_image"]) for s in methods["crbq"]] == [
+      ("k=2", 16 + 28 * 28 * 2), ("k=8", 16 + 28 * 28 * 8)]
   assert len(methods["jpeg"]) >= 5 and len(methods["webp"]) >= 5
   for scores in methods.values():
     for s in scores:
@@ -74,6 +83,8 @@ def test_quick_run_writes_every_output_in_the_schema(quick):
   assert (out / "rd_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = (out / "results.md").read_text()
   assert "| HECS-B | beta=0.0001 |" in table and "| WebP | q=" in table
+  assert "| CR+BQ | k=2 | 1,584.0 |" in table
+  assert "## HECS-B against the learned baselines" in table
   details = json.loads((out / "details.json").read_text())
   assert details["num_eval_images"] == 8
   assert details["num_train_images"] == 16  # 8 dev + 8 extra_images
@@ -85,6 +96,7 @@ def test_quick_run_writes_every_output_in_the_schema(quick):
 def test_bytes_are_the_real_container_and_file_lengths(quick):
   from experiments import split_rd_data
   from experiments import split_rd_eval
+  from experiments import split_rd_methods
   from experiments import split_rd_models
   from hecsb_jax import coding
   from hecsb_jax.data import imagenet_folder
@@ -111,10 +123,11 @@ def test_bytes_are_the_real_container_and_file_lengths(quick):
 
   teacher = split_rd_models.load_teacher(
       config, split_rd_models.weights_path(config, data_dir, None))
-  pair = split_rd_models.build_pair(teacher, config, BETA)
+  hecsb = split_rd_methods.METHODS["hecsb"]
+  pair = hecsb.build(teacher, config, BETA)
   model_dir = out / "ckpt" / f"hecsb_beta{BETA:g}"
-  summary = split_rd_models.load_finished_model(pair, config, BETA,
-                                               model_dir)
+  summary = split_rd_models.load_finished_model(hecsb, pair, config, BETA,
+                                                model_dir)
   tables = coding.load_tables(model_dir / "tables.npz")
   assert coding.model_id(tables).hex() == summary["model_id"]
   pair.student.eval()
@@ -140,6 +153,11 @@ def test_rerun_trains_nothing(quick, capsys):
   assert again == results
   assert "finished model restored (nothing to train)" in (
       capsys.readouterr().out)
+  # A subset of the methods scores only those, from the same checkpoints.
+  subset = split_rd.main(_args(out, cache, "--methods", "crbq,png"))
+  assert set(subset["methods"]) == {"crbq", "png"}
+  assert subset["methods"]["crbq"] == results["methods"]["crbq"]
+  assert _ckpt_files(out) == files
 
 
 @pytest.mark.slow
@@ -268,7 +286,7 @@ def test_acquisition_option_sets_the_encoder_and_what_trains(
 
 
 def test_an_untrained_shallow_encoder_is_refused():
-  from experiments import split_rd_models
+  from experiments import split_rd_methods
   from hecsb_jax.configs import split_rd as split_rd_config
   from hecsb_jax.models.efficientnet_lite import EfficientNetLite0
   from flax import nnx
@@ -276,7 +294,8 @@ def test_an_untrained_shallow_encoder_is_refused():
   config = split_rd_config.get_config("quick")
   config.hecsb.acquisition = "shallow"
   with pytest.raises(ValueError, match="must be trained"):
-    split_rd_models.build_pair(EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
+    split_rd_methods.METHODS["hecsb"].build(
+        EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
 
 
 def test_limits_measure_the_finished_models(quick):

@@ -52,3 +52,21 @@ def test_unreached_accuracy_is_said_not_hidden():
              for line in lines)
   assert any("| s0 | 500.0 | 0.700 | 2,000.0 (WebP) | 0.25 |" in line
              for line in lines)
+
+
+def test_baseline_ratios_at_three_levels_both_reach():
+  results = _results([(1000, 0.6), (4000, 0.8)])
+  results["methods"]["svb"] = _scores([(2000, 0.7), (8000, 0.9)])
+  results["methods"]["crbq"] = _scores([(500, 0.2), (900, 0.5)])
+  rows = report.baseline_ratios(results, "svb")
+  # Both reach 0.7 ... 0.8: levels 0.7, 0.75, 0.8.
+  assert [a for a, _, _ in rows] == pytest.approx([0.7, 0.75, 0.8])
+  ours, theirs = rows[0][1], rows[0][2]
+  assert ours == pytest.approx(2000)  # halfway from 1000 to 4000 in log
+  assert theirs == pytest.approx(2000)
+  assert rows[-1][1] == pytest.approx(4000)
+  assert rows[-1][2] == pytest.approx(4000)  # halfway to 8000 in log
+  assert report.baseline_ratios(results, "crbq") == []  # never both
+  table = "\n".join(report.baselines_markdown(results))
+  assert "| SVB | 0.700 | 2,000.0 | 2,000.0 | 1.00 |" in table
+  assert "| CR+BQ | – (no top-1 both reach) |" in table

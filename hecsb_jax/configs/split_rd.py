@@ -38,7 +38,12 @@ import ml_collections
 BETAS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 JPEG_QUALITIES = (5, 10, 20, 30, 50, 75, 90)
 WEBP_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
-METHODS = ("hecsb", "jpeg", "webp", "png")
+METHODS = ("hecsb", "svb", "crbq", "neural_codec", "jpeg", "webp", "png")
+# CR+BQ: channels of the 8-bit bottleneck tensor (bytes = 16 + 784 k).
+CRBQ_CHANNELS = (2, 4, 8, 16)
+# The image codec's distortion weights (CompressAI's MSE qualities 1, 3, 5
+# and 7 of its factorized-prior model).
+CODEC_LAMBDAS = (0.0018, 0.0067, 0.025, 0.0932)
 PRIOR_INIT_SCALE = 4.0
 PRIOR_LR_MULTIPLIER = 10.0
 
@@ -58,6 +63,10 @@ def _shrink_paper(c: ml_collections.ConfigDict) -> None:
   c.data.eval_limit = 2
   c.data.image_size = 64  # layer2 at 8×8
   c.hecsb.betas = (1e-4,)
+  c.svb.update(betas=(1e-4,), latent_channels=8, widths=(8, 8),
+               decoder_width=16)
+  c.crbq.update(channels=(4,), decoder_width=16)
+  c.neural_codec.update(lambdas=(0.01,), n=8, m=8)
   c.hecsb.num_measurements = 8
   c.hecsb.decoder_width = 16
   c.hecsb.decoder_blocks = 1
@@ -139,6 +148,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       table_precision=16,
       table_tail_mass=2.0**-8,
   ))
+  # The learned baselines (issue: same images, augmentations, epochs and
+  # optimizer as HECS-B). SVB: FrankenSplit's shallow variational
+  # bottleneck, its own encoder from the image (3 -> 48 -> 64 -> 48), the
+  # same β grid, prior and decoder.
+  c.svb = ml_collections.ConfigDict(dict(
+      betas=BETAS, latent_channels=48, widths=(48, 64),
+      decoder_width=128, decoder_blocks=1,
+      prior_init_scale=PRIOR_INIT_SCALE,
+  ))
+  # CR+BQ (Matsubara et al.): the teacher's prefix (frozen, as HECS-B's),
+  # one 3×3 conv + ReLU and a 1×1 conv to k channels, 8-bit uniform
+  # quantization with a per-image scale and zero point; no entropy coding.
+  c.crbq = ml_collections.ConfigDict(dict(
+      channels=CRBQ_CHANNELS, reduction_layers=1, decoder_width=128,
+      decoder_blocks=1,
+  ))
+  # The image codec (Ballé et al. 2018, factorized prior) at N = 64,
+  # M = 96, half the paper's widths: a quarter of the FLOPs, what 2 CPU
+  # cores can train in the shared budget (5 + 1 epochs).
+  c.neural_codec = ml_collections.ConfigDict(dict(
+      lambdas=CODEC_LAMBDAS, n=64, m=96, prior_init_scale=PRIOR_INIT_SCALE,
+  ))
   # Time budget (measured in the full runs on this 2-core machine, batch
   # 32, 224×224, the grain pipeline included): stage 1 ~29 images/s (the
   # frozen prefix runs once, its output is both the target and the
@@ -172,6 +203,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.eval_limit = 8
     c.hecsb.betas = (1e-4, 1e-3)
     c.hecsb.decoder_width = 32
+    c.svb.update(betas=(1e-4, 1e-3), latent_channels=16, widths=(16, 16),
+                 decoder_width=32)
+    c.crbq.update(channels=(2, 8), decoder_width=32)
+    c.neural_codec.update(lambdas=(0.0067, 0.0932), n=16, m=16)
     c.stage1.update(epochs=1, batch_size=8, learning_rate=1e-3)
     c.stage2.update(epochs=1, batch_size=8)
     c.codecs.jpeg_qualities = (10, 30, 50, 75, 90)

@@ -1,0 +1,340 @@
+"""The learned methods of the split rate-accuracy experiment.
+
+Each method says what it builds, how it trains (the stages `fit` runs),
+what its edge sends and how the server turns that into logits:
+
+    method        edge (trained)                  sent            server
+    hecsb         teacher prefix + 1×1 W, round   rANS container  decoder + tail
+    svb           3 strided residual blocks       rANS container  decoder + tail
+    crbq          teacher prefix + reduction      8-bit tensor    decoder + tail
+    neural_codec  Ballé 2018 analysis transform   rANS container  synthesis, then
+                                                                  the teacher
+
+The three split methods (hecsb, svb, crbq) are a `SplitModel` beside the
+frozen teacher, trained by the same two stages (head distillation, then
+knowledge distillation; `distill_losses`) on the same batches; the image
+codec trains for rate + MSE on the same batches for as many epochs as
+the two stages together, with the same optimizer and schedule, and the
+unmodified teacher classifies what it decodes.
+
+A model is one (method, value) pair: the value is β for the rate-weighted
+methods, the bottleneck's channels k for CR+BQ, λ for the codec. Its
+folder is ``OUT/ckpt/<method>_<label><value>`` (`Method.model_name`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any, Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hecsb_jax import coding
+from hecsb_jax.data import imagenet_pipeline as pipeline
+from hecsb_jax.models import crbq as crbq_lib
+from hecsb_jax.models import distill_losses as dl
+from hecsb_jax.models import hecsb_bottleneck as hb
+from hecsb_jax.models import neural_codec as codec_lib
+from hecsb_jax.models import svb as svb_lib
+from hecsb_jax.models.split import SplitModel
+from hecsb_jax.train.trainer import FitConfig
+
+# The image codec's input: RGB in [0, 1].
+UNIT = pipeline.Normalization((0.0,) * 3, (255.0,) * 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One `fit` call of a model's training."""
+
+  name: str  # its checkpoint folder under the model's folder
+  fit_config: FitConfig
+  loss_fn: Callable
+  trainable: Any  # nnx filter
+  shown: tuple[str, ...]  # metrics on the progress bar
+  prior_lr_multiplier: float = 1.0
+
+
+def _fit_config(section, seed: int, epochs: int | None = None
+                ) -> FitConfig:
+  return FitConfig(
+      epochs=section.epochs if epochs is None else epochs,
+      batch_size=section.batch_size, learning_rate=section.learning_rate,
+      schedule=section.schedule, warmup_epochs=section.warmup_epochs,
+      seed=seed)
+
+
+def stage2_filter(train: str, train_acquisition: bool):
+  """What stage 2 trains: "decoder", "decoder_tail" or "student"."""
+  if train == "decoder":
+    return nnx.All(nnx.Param, nnx.PathContains("student"),
+                   nnx.PathContains("decoder"))
+  if train == "decoder_tail":
+    return dl.stage2_trainable(train_encoder=False)
+  if train == "student":
+    return dl.stage2_trainable(train_encoder=True,
+                               train_acquisition=train_acquisition)
+  raise ValueError(f"stage2.train must be decoder, decoder_tail or student,"
+                   f" got {train!r}")
+
+
+class Method:
+  """What one learned method builds, trains and sends (module docstring).
+
+  Subclasses set the class attributes and `build`; split methods share
+  the two distillation stages and the SplitModel's send/receive path.
+  """
+
+  name: str  # results key, --methods name
+  section: str  # its config section
+  values_key: str  # the section's list of values (one model each)
+  label: str  # "beta": settings read "beta=1e-05", folders "..._beta1e-05"
+  entropy_coded: bool = True  # sends a rANS container under tables.npz
+  split: bool = True  # a SplitModel beside the teacher (else a codec)
+
+  # ------------------------------------------------------------ naming
+
+  def values(self, config) -> tuple[float, ...]:
+    return tuple(config[self.section][self.values_key])
+
+  def model_name(self, value: float) -> str:
+    return f"{self.name}_{self.label}{value:g}"
+
+  def setting(self, value: float) -> str:
+    return f"{self.label}={value:g}"
+
+  def seed(self, config, value: float) -> int:
+    """From the value itself (not its place in the list), so a model
+    resumes the same whichever list names it."""
+    return (config.seed
+            + zlib.crc32(f"{self.name}{value:g}".encode())) % 2**31
+
+  def fingerprint(self, config, value: float, data_id: str,
+                  teacher_id: str, format_: int) -> dict:
+    return {
+        "format": format_, self.label: value, "backbone": config.backbone,
+        "split": config.split, "teacher_sha256": teacher_id,
+        "train_data": data_id, "seed": config.seed,
+        self.section: {k: v for k, v in config[self.section].to_dict().items()
+                       if k != self.values_key},
+        "stage1": config.stage1.to_dict(), "stage2": config.stage2.to_dict(),
+        "image_size": config.data.image_size,
+        "crop_scale": list(config.data.crop_scale),
+    }
+
+  def shape_keys(self) -> tuple[str, ...]:
+    """Fingerprint keys that shape the model (what --eval-only checks)."""
+    return ("format", "backbone", "split", self.section)
+
+  # ---------------------------------------------------------- training
+
+  def build(self, teacher, config, value: float) -> nnx.Module:
+    """A fresh model: what `fit` trains (a `TeacherStudent` or a codec)."""
+    raise NotImplementedError
+
+  def saved(self, model: nnx.Module) -> nnx.Module:
+    """The part that is saved and scored: the student, or the codec."""
+    return model.student if self.split else model
+
+  def input_norm(self, config) -> pipeline.Normalization:
+    """How training and evaluation images are normalized for it."""
+    return pipeline.normalization(config.backbone)
+
+  def stages(self, config, value: float) -> list[Stage]:
+    """The two distillation stages of a split method."""
+    seed = self.seed(config, value)
+    s1, s2 = config.stage1, config.stage2
+    beta = self.rate_weight(value)
+    return [
+        Stage("stage1", _fit_config(s1, seed),
+              dl.make_stage1_loss(
+                  beta, reuse_teacher_features=self.frozen_prefix(config)),
+              dl.stage1_trainable(self.train_acquisition(config)),
+              ("mse", "bits_per_image"), s1.prior_lr_multiplier),
+        Stage("stage2", _fit_config(s2, seed),
+              dl.make_stage2_loss(
+                  s2.alpha, s2.temperature,
+                  beta=beta if s2.train == "student" else 0.0),
+              stage2_filter(s2.train, self.train_acquisition(config)),
+              ("kl", "bits_per_image"), s2.prior_lr_multiplier),
+    ]
+
+  def rate_weight(self, value: float) -> float:
+    return value
+
+  def train_acquisition(self, config) -> bool:
+    return True
+
+  def frozen_prefix(self, config) -> bool:
+    return False
+
+  def entropy_model(self, model: nnx.Module):
+    """The trained `EntropyBottleneck` its tables are built from."""
+    return self.saved(model).bottleneck.entropy
+
+  # ------------------------------------------------------- the channel
+  # The edge sends `saved.edge_symbols(x)` of the normalized images; the
+  # server turns `saved.decode_symbols` of what arrives into features
+  # (split methods, then the tail) or an image (the codec, then the
+  # teacher): `split_rd_eval.Evaluator.learned`.
+
+  def to_bytes(self, symbols, tables) -> list[bytes]:
+    """The edge's symbols of a batch (numpy) -> one payload per image."""
+    return [coding.compress(symbols[i:i + 1], tables)
+            for i in range(len(symbols))]
+
+  def from_bytes(self, payloads: list[bytes], tables):
+    """Payloads -> the batch of symbols the server decodes from."""
+    return np.concatenate([coding.decompress(p, tables) for p in payloads])
+
+
+class Hecsb(Method):
+  """HECS-B: the teacher's prefix (or a shallow net), a 1×1 measurement."""
+
+  name, section, values_key, label = "hecsb", "hecsb", "betas", "beta"
+
+  def seed(self, config, value):
+    # The first runs' seeds (no method name in them): their checkpoints
+    # stay valid.
+    return (config.seed + zlib.crc32(f"{value:g}".encode())) % 2**31
+
+  def train_acquisition(self, config):
+    return bool(config.hecsb.train_acquisition)
+
+  def frozen_prefix(self, config):
+    h = config.hecsb
+    return h.acquisition == "prefix" and not h.train_acquisition
+
+  def build(self, teacher, config, value):
+    h = config.hecsb
+    rngs = nnx.Rngs(self.seed(config, value))
+    if h.acquisition == "shallow" and not h.train_acquisition:
+      raise ValueError("a from-scratch shallow acquisition must be trained:"
+                       " set hecsb.train_acquisition (split_rd --acquisition"
+                       " shallow does)")
+    if h.acquisition == "prefix":
+      acquisition = hb.TeacherPrefix(nnx.clone(teacher), config.split)
+      channels = config.feature_channels
+    else:
+      acquisition = hb.ShallowAcquisition(tuple(h.shallow_widths),
+                                          rngs=rngs)
+      channels = h.shallow_widths[-1]
+    bottleneck = hb.HecsbBottleneck(
+        acquisition, channels, h.num_measurements, config.feature_channels,
+        decoder_width=h.decoder_width, decoder_blocks=h.decoder_blocks,
+        measurement_init_std=h.measurement_init_std,
+        prior_init_scale=h.prior_init_scale, rngs=rngs)
+    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
+    return dl.TeacherStudent(teacher, student)
+
+
+class Svb(Method):
+  """SVB: a from-scratch encoder of three strided residual blocks."""
+
+  name, section, values_key, label = "svb", "svb", "betas", "beta"
+
+  def build(self, teacher, config, value):
+    s = config.svb
+    rngs = nnx.Rngs(self.seed(config, value))
+    bottleneck = svb_lib.SvbBottleneck(
+        config.feature_channels, s.latent_channels,
+        widths=tuple(s.widths), decoder_width=s.decoder_width,
+        decoder_blocks=s.decoder_blocks,
+        prior_init_scale=s.prior_init_scale, rngs=rngs)
+    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
+    return dl.TeacherStudent(teacher, student)
+
+
+class Crbq(Method):
+  """CR+BQ: the teacher's prefix, a channel reduction to k, 8 bits."""
+
+  name, section, values_key, label = "crbq", "crbq", "channels", "k"
+  entropy_coded = False
+
+  def rate_weight(self, value):
+    return 0.0  # its bytes are fixed by k: no rate term
+
+  def train_acquisition(self, config):
+    return False
+
+  def frozen_prefix(self, config):
+    return True
+
+  def build(self, teacher, config, value):
+    c = config.crbq
+    rngs = nnx.Rngs(self.seed(config, value))
+    bottleneck = crbq_lib.CrbqBottleneck(
+        hb.TeacherPrefix(nnx.clone(teacher), config.split),
+        config.feature_channels, int(value), config.feature_channels,
+        reduction_layers=c.reduction_layers, decoder_width=c.decoder_width,
+        decoder_blocks=c.decoder_blocks, rngs=rngs)
+    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
+    return dl.TeacherStudent(teacher, student)
+
+  def entropy_model(self, model):
+    return None
+
+  def to_bytes(self, symbols, tables):
+    return crbq_lib.pack_batch(symbols)
+
+  def from_bytes(self, payloads, tables):
+    return crbq_lib.unpack_batch(payloads)
+
+
+def _codec_loss(lmbda: float) -> Callable:
+  def loss_fn(model, batch, rng):
+    x = batch["image"]
+    x_hat, aux = model(x, rng)
+    return codec_lib.rate_distortion_loss(x, x_hat, aux["bits"], lmbda)
+
+  return loss_fn
+
+
+class NeuralCodec(Method):
+  """Ballé et al. 2018's factorized-prior image codec, then the teacher."""
+
+  name, section, values_key, label = ("neural_codec", "neural_codec",
+                                      "lambdas", "lambda")
+  split = False
+
+  def build(self, teacher, config, value):
+    c = config.neural_codec
+    return codec_lib.FactorizedPriorCodec(
+        c.n, c.m, prior_init_scale=c.prior_init_scale,
+        rngs=nnx.Rngs(self.seed(config, value)))
+
+  def input_norm(self, config):
+    return UNIT
+
+  def stages(self, config, value):
+    # The split methods' budget: as many epochs as their two stages,
+    # stage 1's batch, optimizer and schedule.
+    s1 = config.stage1
+    return [Stage(
+        "codec",
+        _fit_config(s1, self.seed(config, value),
+                    epochs=s1.epochs + config.stage2.epochs),
+        _codec_loss(value), nnx.Param, ("mse", "bpp"),
+        s1.prior_lr_multiplier)]
+
+  def entropy_model(self, model):
+    return model.entropy
+
+
+METHODS: dict[str, Method] = {
+    m.name: m for m in (Hecsb(), Svb(), Crbq(), NeuralCodec())}
+
+
+def learned(config) -> list[Method]:
+  """The learned methods config.methods names, in its order."""
+  return [METHODS[name] for name in config.methods if name in METHODS]
+
+
+def images_from_unit(x: jax.Array) -> np.ndarray:
+  """Decoded images in [0, 1] -> uint8, what the teacher's input path
+  takes (the codec's output, rounded as an image file would be)."""
+  return np.asarray(jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0), np.uint8)
