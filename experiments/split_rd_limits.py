@@ -19,7 +19,10 @@ edge:
   with an ideal per-position decoder;
 * the teacher's top-1 when Gaussian noise of the model's own feature-error
   variance is added to its split features: whether the error's size
-  alone explains the accuracy lost, or its structure does.
+  alone explains the accuracy lost, or its structure does;
+* the bits per image the learned prior charges for the rounded symbols,
+  beside the bits under each channel's own histogram over the set: a gap
+  is a prior that does not describe what the encoder sends.
 
 Read it as: a train/holdout gap in feature error or top-1 is overfitting;
 no gap but a large error on both is capacity or too little training; a
@@ -61,6 +64,7 @@ def _measure(pair, x, noise_key):
   bottleneck = student.bottleneck
   y = bottleneck.measure(x)
   y_hat = jnp.round(y)
+  _, coded = bottleneck.entropy(y, False)
   rounded = bottleneck.decode(y_hat)
   continuous = bottleneck.decode(y)
   axes = (1, 2, 3)
@@ -72,6 +76,11 @@ def _measure(pair, x, noise_key):
       "mse_rounded": jnp.mean((rounded - target)**2, axes),
       "mse_continuous": jnp.mean((continuous - target)**2, axes),
       "teacher": teacher.tail(target, after=split),
+      # The rate the prior charges for the rounded symbols, beside what
+      # their own histogram would (measure_set): a prior that lags the
+      # encoder charges for a spread the symbols no longer have.
+      "prior_bits": coded["bits"],
+      "symbols": y_hat.astype(jnp.int32),
       "rounded": student.tail_from_features(rounded),
       "continuous": student.tail_from_features(continuous),
   }
@@ -81,6 +90,18 @@ def _measure(pair, x, noise_key):
   noisy = target + sigma * jax.random.normal(noise_key, target.shape)
   out["teacher_noisy"] = teacher.tail(noisy, after=split)
   return out
+
+
+def empirical_bits(symbols: np.ndarray) -> float:
+  """Bits per image under each channel's own histogram over the set (the
+  best any factorized prior fitted to these symbols could charge)."""
+  flat = symbols.reshape(-1, symbols.shape[-1])
+  total = 0.0
+  for c in range(flat.shape[1]):
+    _, counts = np.unique(flat[:, c], return_counts=True)
+    p = counts / counts.sum()
+    total -= float(np.sum(counts * np.log2(p)))
+  return total / len(symbols)
 
 
 def measure_set(pair, images, labels, norm) -> dict:
@@ -93,7 +114,9 @@ def measure_set(pair, images, labels, norm) -> dict:
     parts.append({k: np.asarray(v) for k, v in out.items()})
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   teacher_top = out["teacher"].argmax(-1)
-  result = {"images": int(len(images))}
+  result = {"images": int(len(images)),
+            "prior_bits_per_image": float(out["prior_bits"].mean()),
+            "entropy_bits_per_image": empirical_bits(out["symbols"])}
   for name in ("teacher", "rounded", "continuous", "teacher_noisy"):
     top = out[name].argmax(-1)
     result[f"top1_{name}"] = float(np.mean(top == labels))
@@ -118,8 +141,9 @@ def measure_set(pair, images, labels, norm) -> dict:
 def markdown(report: dict) -> str:
   lines = [
       "| model | set | top-1 | teacher | agree | rel. MSE | top-1 unrounded"
-      " | rel. MSE unrounded | teacher + noise of that MSE |",
-      "|---|---|---|---|---|---|---|---|---|",
+      " | rel. MSE unrounded | teacher + noise of that MSE |"
+      " kbit / image, prior | kbit / image, histogram |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, sets in report["models"].items():
     for set_name, r in sets.items():
@@ -129,7 +153,9 @@ def markdown(report: dict) -> str:
           f" {r['relative_mse_rounded']:.3f} |"
           f" {r['top1_continuous']:.3f} |"
           f" {r['relative_mse_continuous']:.3f} |"
-          f" {r['top1_teacher_noisy']:.3f} |")
+          f" {r['top1_teacher_noisy']:.3f} |"
+          f" {r['prior_bits_per_image'] / 1e3:.1f} |"
+          f" {r['entropy_bits_per_image'] / 1e3:.1f} |")
   # The floors depend on the teacher's features only: one line per set.
   lines.append("")
   for set_name, r in next(iter(report["models"].values())).items():

@@ -318,4 +318,7 @@ def test_limits_measure_the_finished_models(quick):
     assert list(floors) == [8, 16, 24, 32]
     assert all(a >= b for a, b in zip(floors.values(),
                                       list(floors.values())[1:]))
+    # No prior charges less than the symbols' own histogram (up to the
+    # histogram's optimism on few images: it is fitted to them).
+    assert 0 < r["entropy_bits_per_image"] <= r["prior_bits_per_image"]
   assert (out / "limits.json").is_file() and (out / "limits.md").is_file()

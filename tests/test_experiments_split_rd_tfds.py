@@ -51,9 +51,14 @@ def test_paper_config_trains_and_scores_on_tfds_imagenet2012(
   assert on_disk == json.loads(json.dumps(results))
   split_rd_report.check_schema(on_disk)
   assert on_disk["split"] == "validation[:2]"
-  assert set(on_disk["methods"]) == {"hecsb", "jpeg", "webp", "png"}
+  assert set(on_disk["methods"]) == {"hecsb", "svb", "crbq", "neural_codec",
+                                     "jpeg", "webp", "png"}
   assert [s["setting"] for s in on_disk["methods"]["hecsb"]] == [
       "beta=0.0001"]
+  # Every learned baseline trains on the same tfds stream, one setting
+  # each in the smoke config.
+  for method in ("svb", "crbq", "neural_codec"):
+    assert len(on_disk["methods"][method]) == 1
   for scores in on_disk["methods"].values():
     for s in scores:
       assert s["bytes_per_image"] > 0 and 0 <= s["top1"] <= s["top5"] <= 1
