@@ -235,7 +235,75 @@ class FeatureDecoder(nnx.Module):
     return self.conv_out(h)
 
 
-class HecsbBottleneck(nnx.Module):
+class CodedBottleneck(nnx.Module):
+  """What every entropy-coded split bottleneck shares (HECS-B, SVB).
+
+  A subclass builds ``entropy`` (`EntropyBottleneck`), ``decoder`` and
+  ``deterministic`` and defines ``measure(x, features=None) -> y``; this
+  class adds the path around them that `SplitModel` and the distillation
+  losses drive: noise or rounding under the prior, the server's decoder,
+  the edge's integer symbols.
+  """
+
+  def encode(
+      self,
+      x: jax.Array,
+      rng: jax.Array | None = None,
+      *,
+      training: bool | None = None,
+      features: jax.Array | None = None,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The edge's output: noisy (training) or rounded `measure(x)`.
+
+    Args:
+      x: [B, H, W, 3] float32 normalized images.
+      rng: key of the uniform noise; needed when training.
+      training: noise (True) or rounding (False); None follows
+        ``not self.deterministic``.
+      features: see `measure`.
+
+    Returns:
+      (y_q, aux): y_q [B, h, w, m] float32 (y_tilde or y_hat; m the
+      coded channels); aux from `EntropyBottleneck` (``y``,
+      ``likelihoods`` [B, h, w, m], ``bits`` [B] float32).
+    """
+    if training is None:
+      training = not self.deterministic
+    y = self.measure(x, features)
+    return self.entropy(y, training, rng)
+
+  def decode(self, y_q: jax.Array) -> jax.Array:
+    """[B, h, w, m] float32 -> [B, h, w, C_t] float32 teacher features."""
+    return self.decoder(y_q)
+
+  def __call__(
+      self,
+      x: jax.Array,
+      rng: jax.Array | None = None,
+      *,
+      training: bool | None = None,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Encode then decode.
+
+    Returns:
+      (features [B, h, w, C_t] float32, aux as `encode`).
+    """
+    y_q, aux = self.encode(x, rng, training=training)
+    return self.decode(y_q), aux
+
+  def edge_symbols(self, x: jax.Array) -> jax.Array:
+    """The integers the edge codes: round(y), [B, h, w, m] int32."""
+    return EntropyBottleneck.quantize(self.measure(x))
+
+  def decode_symbols(self, symbols: jax.Array) -> jax.Array:
+    """Decoded int32 symbols [B, h, w, m] -> features [B, h, w, C_t]."""
+    return self.decode(EntropyBottleneck.dequantize(symbols))
+
+  def project_(self) -> None:
+    """No constraint to restore (HECS-B overrides it)."""
+
+
+class HecsbBottleneck(CodedBottleneck):
   """Edge encoder + entropy model + server decoder (module docstring).
 
   Attributes:
@@ -313,60 +381,6 @@ class HecsbBottleneck(nnx.Module):
     """
     a = self.acquisition(x) if features is None else features
     return self.measurement(a)
-
-  def encode(
-      self,
-      x: jax.Array,
-      rng: jax.Array | None = None,
-      *,
-      training: bool | None = None,
-      features: jax.Array | None = None,
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The edge's output: noisy (training) or rounded measurements.
-
-    Args:
-      x: [B, H, W, 3] float32 normalized images.
-      rng: key of the uniform noise; needed when training.
-      training: noise (True) or rounding (False); None follows
-        ``not self.deterministic``.
-      features: see `measure`.
-
-    Returns:
-      (y_q, aux): y_q [B, h, w, m] float32 (y_tilde or y_hat); aux from
-      `EntropyBottleneck` (``y``, ``likelihoods`` [B, h, w, m], ``bits``
-      [B] float32).
-    """
-    if training is None:
-      training = not self.deterministic
-    y = self.measure(x, features)
-    return self.entropy(y, training, rng)
-
-  def decode(self, y_q: jax.Array) -> jax.Array:
-    """[B, h, w, m] float32 -> [B, h, w, C_t] float32 teacher features."""
-    return self.decoder(y_q)
-
-  def __call__(
-      self,
-      x: jax.Array,
-      rng: jax.Array | None = None,
-      *,
-      training: bool | None = None,
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Encode then decode.
-
-    Returns:
-      (features [B, h, w, C_t] float32, aux as `encode`).
-    """
-    y_q, aux = self.encode(x, rng, training=training)
-    return self.decode(y_q), aux
-
-  def edge_symbols(self, x: jax.Array) -> jax.Array:
-    """The integers the edge codes: round(y), [B, h, w, m] int32."""
-    return EntropyBottleneck.quantize(self.measure(x))
-
-  def decode_symbols(self, symbols: jax.Array) -> jax.Array:
-    """Decoded int32 symbols [B, h, w, m] -> features [B, h, w, C_t]."""
-    return self.decode(EntropyBottleneck.dequantize(symbols))
 
   def project_(self) -> None:
     """Restores the measurement's Frobenius bound (after each step)."""

@@ -5,7 +5,9 @@ bottleneck in between.
       x ─► head: backbone.features(x, until=split) ─► h ─► tail:
            backbone.tail(h, after=split) ─► logits        == backbone(x)
 
-    with a bottleneck (HECS-B, `hecsb_bottleneck.HecsbBottleneck`):
+    with a bottleneck (HECS-B, `hecsb_bottleneck.HecsbBottleneck`; or a
+    baseline with the same methods: `svb.SvbBottleneck`,
+    `crbq.CrbqBottleneck`):
       edge                                   server
       x ─► head: acquisition ─► measurement ─► y_tilde / y_hat ─► tail:
            decoder ─► features ─► backbone.tail(·, after=split) ─► logits
@@ -19,10 +21,10 @@ layers before the split are unused once a bottleneck replaces them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import nnx
 import jax
-
-from hecsb_jax.models.hecsb_bottleneck import HecsbBottleneck
 
 
 class SplitModel(nnx.Module):
@@ -31,7 +33,9 @@ class SplitModel(nnx.Module):
   Attributes:
     backbone: module with ``features`` and ``tail``.
     split: the split point's name.
-    bottleneck: `HecsbBottleneck` or None.
+    bottleneck: a bottleneck module (`HecsbBottleneck`, `SvbBottleneck`,
+      `CrbqBottleneck`: ``encode``, ``decode``, ``edge_symbols``,
+      ``decode_symbols``, ``project_``) or None.
     tail_running_stats: the tail's BatchNorm layers always use stored
       statistics (see `__init__`).
   """
@@ -40,7 +44,7 @@ class SplitModel(nnx.Module):
       self,
       backbone: nnx.Module,
       split: str,
-      bottleneck: HecsbBottleneck | None = None,
+      bottleneck: nnx.Module | None = None,
       *,
       tail_running_stats: bool = True,
   ):
@@ -123,13 +127,14 @@ class SplitModel(nnx.Module):
     h, aux = self.head(x, rng, training=training)
     return self.tail(h), aux
 
-  def edge_symbols(self, x: jax.Array) -> jax.Array:
-    """int32 [B, h, w, m] symbols to code (needs a bottleneck)."""
+  def edge_symbols(self, x: jax.Array) -> Any:
+    """What the edge sends: int32 [B, h, w, m] symbols to code (CR+BQ: its
+    8-bit `QuantizedTensor`); needs a bottleneck."""
     self._need_bottleneck("edge_symbols")
     return self.bottleneck.edge_symbols(x)
 
-  def logits_from_symbols(self, symbols: jax.Array) -> jax.Array:
-    """The server from decoded int32 symbols [B, h, w, m] to logits."""
+  def logits_from_symbols(self, symbols: Any) -> jax.Array:
+    """The server from what `edge_symbols` sent to logits [B, K]."""
     self._need_bottleneck("logits_from_symbols")
     return self.tail_from_features(self.bottleneck.decode_symbols(symbols))
 

@@ -61,6 +61,7 @@ import jax
 
 from hecsb_jax.entropy.bottleneck import EntropyBottleneck
 from hecsb_jax.models.gdn import GDN
+from hecsb_jax.models.hecsb_bottleneck import CodedBottleneck
 from hecsb_jax.models.hecsb_bottleneck import FeatureDecoder
 
 
@@ -114,11 +115,11 @@ class SvbEncoder(nnx.Module):
     return x
 
 
-class SvbBottleneck(nnx.Module):
+class SvbBottleneck(CodedBottleneck):
   """Edge encoder + entropy model + server decoder (module docstring).
 
-  The same interface as `HecsbBottleneck`, so `SplitModel` and the
-  distillation losses drive it unchanged.
+  `CodedBottleneck` (shared with `HecsbBottleneck`) gives it the path
+  `SplitModel` and the distillation losses drive.
 
   Attributes:
     encoder: `SvbEncoder`, image -> [B, h, w, L].
@@ -180,59 +181,3 @@ class SvbBottleneck(nnx.Module):
           " features (use reuse_teacher_features=False with it)"
       )
     return self.encoder(x)
-
-  def encode(
-      self,
-      x: jax.Array,
-      rng: jax.Array | None = None,
-      *,
-      training: bool | None = None,
-      features: jax.Array | None = None,
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The edge's output: noisy (training) or rounded latents.
-
-    Args:
-      x: [B, H, W, 3] float32 normalized images.
-      rng: key of the uniform noise; needed when training.
-      training: noise (True) or rounding (False); None follows
-        ``not self.deterministic``.
-      features: must be None (see `measure`).
-
-    Returns:
-      (y_q, aux): y_q [B, h, w, L] float32 (y_tilde or y_hat); aux from
-      `EntropyBottleneck` (``y``, ``likelihoods`` [B, h, w, L], ``bits``
-      [B] float32).
-    """
-    if training is None:
-      training = not self.deterministic
-    return self.entropy(self.measure(x, features), training, rng)
-
-  def decode(self, y_q: jax.Array) -> jax.Array:
-    """[B, h, w, L] float32 -> [B, h, w, C_t] float32 teacher features."""
-    return self.decoder(y_q)
-
-  def __call__(
-      self,
-      x: jax.Array,
-      rng: jax.Array | None = None,
-      *,
-      training: bool | None = None,
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Encode then decode.
-
-    Returns:
-      (features [B, h, w, C_t] float32, aux as `encode`).
-    """
-    y_q, aux = self.encode(x, rng, training=training)
-    return self.decode(y_q), aux
-
-  def edge_symbols(self, x: jax.Array) -> jax.Array:
-    """The integers the edge codes: round(y), [B, h, w, L] int32."""
-    return EntropyBottleneck.quantize(self.measure(x))
-
-  def decode_symbols(self, symbols: jax.Array) -> jax.Array:
-    """Decoded int32 symbols [B, h, w, L] -> features [B, h, w, C_t]."""
-    return self.decode(EntropyBottleneck.dequantize(symbols))
-
-  def project_(self) -> None:
-    """No constraint to restore (HECS-B's norm bound has no SVB analogue)."""
