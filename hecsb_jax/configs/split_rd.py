@@ -6,9 +6,14 @@ plus extra_images, scored on `holdout`):
 
     python -m experiments.split_rd --data-dir ../shared/data --out runs/split_rd
 
-Quick run (a minute or two on 2 cores; 16 training images, 8 holdout
-images, two β, one short epoch per stage, every codec; its numbers say the
-pipeline works, not which method wins):
+trains every learned method (HECS-B, SVB, CR+BQ, the image codec; 4–5
+settings each, several hours in all); HECS-B with the image codecs alone
+(`--methods hecsb,jpeg,webp,png`) took 94 min, and each other method can
+be added to the same --out later (`--methods svb`, ...).
+
+Quick run (a few minutes on 2 cores; 16 training images, 8 holdout
+images, two settings of every learned method, one short epoch per stage,
+every codec; its numbers say the pipeline works, not which method wins):
 
     python -m experiments.split_rd --data-dir ../shared/data --quick
 
