@@ -168,7 +168,7 @@ def train_model(method: methods.Method, model: nnx.Module, source, config,
         model, stage.loss_fn, batches, None, stage.fit_config,
         workdir=os.fspath(model_dir / stage.name),
         fingerprint=dict(fingerprint, stage=stage.name),
-        trainable=stage.trainable, project_fn=_project,
+        trainable=stage.trainable, project_fn=dl.project,
         lr_multipliers=dl.entropy_model_lr(stage.prior_lr_multiplier),
         steps_per_epoch=pipeline.steps_per_epoch(
             source, stage.fit_config.batch_size),
@@ -203,12 +203,6 @@ def train_model(method: methods.Method, model: nnx.Module, source, config,
     checkpointer.close()
   distributed.barrier(f"{model_dir.name} done")  # tables.npz is written
   return dict(summary, epochs_run=epochs_run)
-
-
-def _project(model: nnx.Module) -> None:
-  """`fit`'s project_fn: the bound of whatever has one (HECS-B's W)."""
-  target = model.student if isinstance(model, dl.TeacherStudent) else model
-  target.project_()
 
 
 def finished_parts(method: methods.Method, model_dir: Path) -> list[Path]:

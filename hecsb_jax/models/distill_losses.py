@@ -80,6 +80,10 @@ class TeacherStudent(nnx.Module):
     """[B, H, W, 3] -> the teacher's logits [B, K] (no gradient)."""
     return jax.lax.stop_gradient(self._teacher()(x))
 
+  def project_(self) -> None:
+    """The student's constraints (the measurement's norm bound)."""
+    self.student.project_()
+
 
 def _unshare_arrays(module: nnx.Module) -> None:
   """Gives every variable its own buffer.
@@ -297,6 +301,8 @@ def stage2_trainable(
   return student
 
 
-def project(model: TeacherStudent) -> None:
-  """`fit`'s ``project_fn``: the measurement's Frobenius bound."""
-  model.student.project_()
+def project(model: nnx.Module) -> None:
+  """`fit`'s ``project_fn``: ``model.project_()`` (a `TeacherStudent`'s
+  measurement bound; a no-op for models without constraints, such as the
+  image codec)."""
+  model.project_()
