@@ -1,0 +1,96 @@
+"""python -m hecsb_jax.serve CHECKPOINT: the server under uvicorn.
+
+    python -m hecsb_jax.serve runs/split_rd_v2/ckpt/hecsb_beta0.0003 \\
+        [--host 127.0.0.1 --port 8000 --token-file PATH \\
+         --max-body-bytes N --max-batch 16 --batch-wait-ms 2 \\
+         --no-batching]
+
+The token comes from --token-file (stripped) or the environment variable
+HECSB_TOKEN; without one the server refuses to start. The model is loaded
+and every batch size compiled before the port opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import sys
+
+TOKEN_ENV = "HECSB_TOKEN"
+
+
+def read_token(token_file: str | None, environ=os.environ) -> str:
+  """The shared secret: the file's stripped text, else $HECSB_TOKEN.
+
+  Raises:
+    SystemExit: neither gives a non-empty token (the message says how to
+      give one), or the file cannot be read.
+  """
+  if token_file is not None:
+    path = Path(token_file)
+    try:
+      token = path.read_text().strip()
+    except OSError as e:
+      raise SystemExit(f"{path}: cannot read the token file ({e})") from None
+    if not token:
+      raise SystemExit(f"{path}: the token file is empty")
+    return token
+  token = environ.get(TOKEN_ENV, "").strip()
+  if not token:
+    raise SystemExit(
+        f"no token: pass --token-file PATH or set {TOKEN_ENV}; the server"
+        " does not run without one")
+  return token
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(prog="python -m hecsb_jax.serve",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("checkpoint", help="a model folder (saved_model.load)")
+  p.add_argument("--host", default="127.0.0.1")
+  p.add_argument("--port", type=int, default=8000)
+  p.add_argument("--token-file", help=f"file holding the token (else"
+                 f" ${TOKEN_ENV})")
+  p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+  p.add_argument("--body-timeout-s", type=float, default=10.0,
+                 help="a body not received in this time gets 408")
+  p.add_argument("--max-batch", type=int, default=16)
+  p.add_argument("--batch-wait-ms", type=float, default=2.0)
+  p.add_argument("--no-batching", action="store_true",
+                 help="one forward pass per request")
+  p.add_argument("--keep-alive-s", type=float, default=5.0,
+                 help="idle time before a persistent connection closes")
+  p.add_argument("--limit-concurrency", type=int, default=256,
+                 help="connections + tasks before new ones get 503")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  token = read_token(args.token_file)  # before the slow model load
+  import uvicorn
+
+  from hecsb_jax.models import saved_model
+  from hecsb_jax.serve import app as app_lib
+
+  try:
+    model = saved_model.load(args.checkpoint)
+  except (FileNotFoundError, saved_model.SavedModelError) as e:
+    raise SystemExit(str(e)) from None
+  app = app_lib.create_app(
+      model, token, max_body_bytes=args.max_body_bytes,
+      body_timeout_s=args.body_timeout_s, max_batch=args.max_batch,
+      batch_wait_ms=args.batch_wait_ms,
+      batching_enabled=not args.no_batching)
+  uvicorn.run(app, host=args.host, port=args.port,
+              timeout_keep_alive=args.keep_alive_s,
+              limit_concurrency=args.limit_concurrency,
+              # Header blocks are small; a huge one is refused by h11.
+              http="h11", h11_max_incomplete_event_size=16 * 1024,
+              timeout_graceful_shutdown=5, log_level="warning",
+              access_log=False)
+
+
+if __name__ == "__main__":
+  main()
