@@ -1,0 +1,225 @@
+"""The compute side of the latency experiment: edge and server times and
+the payloads, per trained model and per image-codec setting.
+
+One image at a time (batch 1), on whatever threads the caller allows
+(`experiments.latency` pins itself to one core before JAX starts). Each
+function is compiled once before timing; a time is the best of
+``repeats`` calls (on a shared machine every disturbance makes a call
+slower, never faster).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+import platform
+import re
+import time
+
+from flax import nnx
+import jax
+import numpy as np
+from PIL import Image
+
+from experiments import split_rd_eval
+from experiments import split_rd_methods as methods
+from hecsb_jax.configs import split_rd as split_rd_config
+from hecsb_jax.data import imagenet_folder
+from hecsb_jax.data import imagenet_pipeline as pipeline
+from hecsb_jax.data import pretrained
+from hecsb_jax.models import saved_model
+
+# Where hecsb_jax/export's LiteRT head will go once it is in the tree.
+EDGE_IMPL = ("the model's edge function as jitted JAX (hecsb_jax.export's"
+             " LiteRT head is not in the tree yet) + its coder"
+             " (coding.compress); Pillow's encode for JPEG/WebP/PNG")
+ORDER = split_rd_config.METHODS
+
+
+def machine() -> dict:
+  """What the times were measured on."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "threads_used": 1,
+          "load_avg_1min": round(os.getloadavg()[0], 2),
+          "note": "shared with a training run, this process niced"}
+
+
+def best_ms(fn, repeats: int) -> tuple[float, object]:
+  """Best wall ms of ``fn()`` over ``repeats`` calls after one warm-up;
+  and its result (JAX arrays as numpy)."""
+  out = jax.block_until_ready(fn())
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - start)
+  return best * 1e3, jax.tree.map(
+      lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, out)
+
+
+def compiled(fn, module: nnx.Module, example):
+  """``fn(module, x)`` jitted as a pure function of x (no nnx graph
+  traversal per call: only the compiled program is timed)."""
+  graphdef, state = nnx.split(module)
+  program = jax.jit(lambda s, x: fn(nnx.merge(graphdef, s), x)).lower(
+      state, example).compile()
+  return lambda x: program(state, x)
+
+
+def load_images(data_dir: Path, count: int) -> tuple[list[np.ndarray],
+                                                      np.ndarray]:
+  """The first ``count`` holdout images as 224 centre crops (uint8) and
+  their labels."""
+  folder = data_dir / "imagenet_samples"
+  if not folder.is_dir():
+    raise FileNotFoundError(f"{folder}: expected imagenet_samples (the"
+                            " holdout images) under --data-dir")
+  examples = imagenet_folder.read_split(folder, "holdout")[:count]
+  images = []
+  for e in examples:
+    with Image.open(e.path) as img:
+      images.append(pipeline.resize_center_crop(img.convert("RGB"), 256,
+                                                224, "bicubic"))
+  return images, np.array([e.label for e in examples])
+
+
+def load_teacher(data_dir: Path):
+  """The pretrained EfficientNet-Lite0 (the image codecs' server)."""
+  teacher = pretrained.load_efficientnet_lite0(
+      data_dir / pretrained.EFFICIENTNET_LITE0_NPZ)
+  teacher.eval()
+  return teacher
+
+
+def _row(method, setting, model, sizes, edge, server, hits) -> dict:
+  return {"method": method, "setting": setting, "model": model,
+          "bytes_per_image": float(np.mean(sizes)),
+          "edge_ms": edge[0] + edge[1],
+          "edge_parts_ms": {"compute": edge[0], "encode": edge[1]},
+          "server_ms": server[0] + server[1],
+          "server_parts_ms": {"decode": server[0], "model": server[1]},
+          "top1_sent": float(np.mean(hits))}
+
+
+def learned_row(folder: Path, images, labels, teacher_fn,
+                repeats: int) -> tuple[dict, list[bytes]]:
+  """Edge, payloads and server of one trained model folder."""
+  m = saved_model.load(folder)
+  method = methods.METHODS[m.method]
+  x0 = m.normalize(images[0][None])
+  edge = compiled(lambda mod, x: mod.edge_symbols(x), m.module, x0)
+  if method.split:
+    server = compiled(lambda mod, s: mod.logits_from_symbols(s), m.module,
+                      edge(x0))
+  else:  # the codec's image goes to the unmodified teacher
+    decode = compiled(lambda mod, s: mod.decode_symbols(s), m.module,
+                      edge(x0))
+    server = lambda s: teacher_fn(methods.images_from_unit(decode(s)))
+  edge_ms, server_ms = [], []
+  payloads, hits = [], []
+  for image, label in zip(images, labels):
+    x = m.normalize(image[None])
+    compute_ms, symbols = best_ms(lambda: edge(x), repeats)
+    code_ms, payload = best_ms(lambda: method.to_bytes(symbols, m.tables),
+                               repeats)
+    decode_ms, received = best_ms(
+        lambda: method.from_bytes(payload, m.tables), repeats)
+    model_ms, logits = best_ms(lambda: server(received), repeats)
+    edge_ms.append((compute_ms, code_ms))
+    server_ms.append((decode_ms, model_ms))
+    payloads.append(payload[0])
+    hits.append(int(np.argmax(logits[0])) == label)
+  row = _row(m.method, method.setting(m.value), m.name,
+             [len(p) for p in payloads], np.mean(edge_ms, axis=0),
+             np.mean(server_ms, axis=0), hits)
+  return row, payloads
+
+
+def codec_rows(settings: dict, images, labels, teacher_fn,
+               repeats: int) -> list[tuple[dict, list[bytes]]]:
+  """Pillow encode (edge), Pillow decode + the whole teacher (server)."""
+  out = []
+  for method, entries in settings.items():
+    for fmt, setting, save_args in entries:
+      edge_ms, server_ms, payloads, hits = [], [], [], []
+      for image, label in zip(images, labels):
+        pil = Image.fromarray(image)
+
+        def encode(pil=pil, fmt=fmt, save_args=save_args):
+          buf = io.BytesIO()
+          pil.save(buf, format=fmt, **save_args)
+          return buf.getvalue()
+
+        def decode(data):
+          with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+
+        encode_ms, data = best_ms(encode, repeats)
+        decode_ms, decoded = best_ms(lambda: decode(data), repeats)
+        model_ms, logits = best_ms(lambda: teacher_fn(decoded[None]),
+                                   repeats)
+        edge_ms.append((0.0, encode_ms))
+        server_ms.append((decode_ms, model_ms))
+        payloads.append(data)
+        hits.append(int(np.argmax(logits[0])) == label)
+      out.append((_row(method, setting, None, [len(p) for p in payloads],
+                       np.mean(edge_ms, axis=0), np.mean(server_ms, axis=0),
+                       hits), payloads))
+  return out
+
+
+def model_folders(checkpoint_dir: Path) -> tuple[list[Path], list[str]]:
+  """Finished model folders (with ``model/``), in split_rd's method order
+  then by setting; and the names of unfinished ones (skipped)."""
+  done, skipped = [], []
+  for folder in sorted(p for p in checkpoint_dir.iterdir() if p.is_dir()):
+    (done if (folder / "model").is_dir() else skipped).append(folder)
+
+  def key(folder):
+    # "<method>_<label><value>", e.g. hecsb_beta1e-05, crbq_k4.
+    method = next((m for m in ORDER if folder.name.startswith(m + "_")),
+                  None)
+    value = re.fullmatch(r"[a-z]*(.*)", folder.name[len(method or "") + 1:])
+    try:
+      return (ORDER.index(method) if method else len(ORDER),
+              float(value.group(1)), folder.name)
+    except ValueError:
+      return (len(ORDER), 0.0, folder.name)
+
+  return sorted(done, key=key), [f.name for f in skipped]
+
+
+def measure_all(checkpoint_dir: Path, data_dir: Path, count: int,
+                repeats: int, quick: bool) -> tuple[list[dict],
+                                                    dict[int, list[bytes]]]:
+  """Every row's times and payloads (module docstring)."""
+  images, labels = load_images(data_dir, count)
+  teacher = load_teacher(data_dir)
+  norm = pipeline.normalization("efficientnet_lite0")
+  forward = compiled(lambda mod, x: mod(x), teacher,
+                     pipeline.normalize(images[0][None], norm))
+  teacher_fn = lambda u8: forward(pipeline.normalize(u8, norm))
+  folders, skipped = model_folders(checkpoint_dir)
+  if skipped:
+    print(f"skipped (no finished model/): {', '.join(skipped)}")
+  if not folders:
+    print(f"{checkpoint_dir}: no finished model folder; image codecs only")
+  results = []
+  for folder in folders:
+    print(f"  {folder.name}", flush=True)
+    results.append(learned_row(folder, images, labels, teacher_fn, repeats))
+  settings = split_rd_eval.codec_settings(split_rd_config.get_config())
+  if quick:
+    settings = {k: v[:2] for k, v in settings.items()}
+  print("  image codecs", flush=True)
+  results += codec_rows(settings, images, labels, teacher_fn, repeats)
+  rows = [r for r, _ in results]
+  return rows, {i: p for i, (_, p) in enumerate(results)}
