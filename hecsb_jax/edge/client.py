@@ -99,7 +99,9 @@ class Prediction:
   server_timings_ms: dict[str, float]
 
   def to_dict(self) -> dict:
+    """JSON-ready; the class is under "class", as in the server's answer."""
     d = dataclasses.asdict(self)
+    d["class"] = d.pop("label")
     d["top5"] = [list(p) for p in self.top5]
     return d
 
