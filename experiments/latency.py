@@ -43,6 +43,8 @@ import argparse
 import json
 import os
 from pathlib import Path
+import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -54,6 +56,8 @@ from experiments import latency_net
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared/data"
 RATES_MBIT = (12.0, 54.0, 66.9)
+# Methods hecsb_jax.serve serves (an entropy-coded split model).
+HTTP_METHODS = ("hecsb", "svb")
 LABELS = {"hecsb": "HECS-B", "svb": "SVB", "crbq": "CR+BQ",
           "neural_codec": "Ballé 2018 codec", "jpeg": "JPEG", "webp": "WebP",
           "png": "PNG"}
@@ -102,7 +106,7 @@ def markdown(results: dict) -> str:
           "server ms"]
   for r in rates:
     head += [f"transfer ms @{r:g}" + ("" if shaped else " (computed)"),
-             f"total ms @{r:g}"]
+             f"total ms @{r:g}", f"HTTP ms @{r:g}"]
   lines = ["| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
   for row in results["rows"]:
@@ -113,7 +117,9 @@ def markdown(results: dict) -> str:
       link = row["links"][f"{r:g}"]
       transfer = (f"{link['measured_ms']:.2f} ({link['computed_ms']:.2f})"
                   if shaped else f"{link['computed_ms']:.2f}")
-      cells += [transfer, _fmt(link["total_ms"])]
+      http = row.get("http", {}).get(f"{r:g}")
+      cells += [transfer, _fmt(link["total_ms"]),
+                _fmt(http and row["edge_ms"] + http["request_ms"])]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -136,8 +142,13 @@ def describe(results: dict) -> str:
       f" ONE thread ({m['cpu']}; {m['note']}), not an edge device. Edge:"
       f" {results['edge_impl']}. Server: decode + the server's model at"
       " batch 1, timed in-process apart from the transfer. "
-      f"{how} Top-1: {results['top1_source']}; 'top1_sent' in results.json"
-      " is top-1 on the images sent here.\n\n" + markdown(results))
+      f"{how} Total = edge + transfer + server. HTTP: edge + one POST"
+      " /v1/predict through the same link to the real server,"
+      f" {results['http']}, timed by the client (its transfer, HTTP and"
+      " the server's decode and model; the server's own timings_ms give"
+      " those rows' server ms). Top-1:"
+      f" {results['top1_source']}; 'top1_sent' in results.json is top-1 on"
+      " the images sent here.\n\n" + markdown(results))
 
 
 def plot(results: dict, path: Path) -> None:
@@ -198,29 +209,84 @@ def no_link_message(reason: str) -> str:
           " (bytes x 8 / rate).")
 
 
-def measure_transfers(payloads: dict[int, list[bytes]], rates, repeats: int,
-                      loopback: bool) -> tuple[dict, str]:
-  """Per row index and rate, the transfer ms of each of its payloads
-  (best of ``repeats``); and the qdisc's description."""
+def _free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def measure_link(payloads: dict[int, list[bytes]], rates, repeats: int,
+                 loopback: bool, servers: dict[int, Path]
+                 ) -> tuple[dict, dict, str]:
+  """Sends every row's payloads through the link at each rate.
+
+  Args:
+    payloads: row index -> its payloads, one per image.
+    rates: Mbit/s.
+    repeats: sends per payload (the best counts).
+    loopback: the unshaped loopback instead of the namespaces.
+    servers: row index -> its model folder, for the rows also sent to the
+      real server (`python -m hecsb_jax.serve`, run in the server
+      namespace, batching off: one pass per request).
+
+  Returns:
+    transfers: row -> rate -> [ms per payload] (the sink);
+    http: row -> rate -> [best request per payload: {"ms", "timings_ms",
+      "class"}];
+    the qdisc's description (the last rate's).
+  """
   link_cls = latency_net.LoopbackLink if loopback else latency_net.ShapedLink
   with tempfile.TemporaryDirectory() as tmp, link_cls() as link:
-    files, owners = [], []
+    files: dict[int, list[Path]] = {}
     for row, blobs in payloads.items():
       for i, blob in enumerate(blobs):
-        files.append(Path(tmp) / f"{row}_{i}.bin")
-        files[-1].write_bytes(blob)
-        owners.append(row)
+        files.setdefault(row, []).append(Path(tmp) / f"{row}_{i}.bin")
+        files[row][-1].write_bytes(blob)
+    flat = [(row, f) for row in files for f in files[row]]
     port = latency_net.start_sink(link)
-    out, qdisc = {}, ""
+    transfers, qdisc = {}, ""
     for rate in rates:
       link.set_rate(rate)
       qdisc = link.qdisc()
-      times = latency_net.measure_uplink(link, port, files, repeats)
-      for row, t in zip(owners, times):
-        out.setdefault(row, {}).setdefault(f"{rate:g}", []).append(
+      times = latency_net.measure_uplink(link, port, [f for _, f in flat],
+                                         repeats)
+      for (row, _), t in zip(flat, times):
+        transfers.setdefault(row, {}).setdefault(f"{rate:g}", []).append(
             min(t) * 1e3)
-      print(f"  {rate:g} Mbit/s: {len(files)} payloads sent", flush=True)
-  return out, qdisc
+      print(f"  sink, {rate:g} Mbit/s: {len(flat)} payloads", flush=True)
+    http = {}
+    token = Path(tmp) / "token"
+    token.write_text(secrets.token_hex(16))
+    for row, folder in servers.items():
+      http_port = _free_port() if loopback else 8000
+      proc, _ = link.start_server(
+          [sys.executable, "-m", "hecsb_jax.serve", str(folder), "--host",
+           link.server_ip, "--port", str(http_port), "--token-file",
+           str(token), "--no-batching"], ready=None)
+      url = f"http://{link.server_ip}:{http_port}"
+      for rate in rates:
+        link.set_rate(rate)
+        answers = latency_net.measure_http(link, url, token, files[row],
+                                           repeats)
+        http.setdefault(row, {})[f"{rate:g}"] = [
+            min(a, key=lambda r: r["ms"]) for a in answers]
+      link.stop(proc)
+      print(f"  server {folder.name}: {len(files[row])} requests per rate",
+            flush=True)
+  return transfers, http, qdisc
+
+
+def http_summary(answers: list[dict], labels) -> dict:
+  """Means over the images of the best request's times; the server's
+  top-1 on them."""
+  t = [a["timings_ms"] for a in answers]
+  return {"request_ms": statistics.fmean(a["ms"] for a in answers),
+          "server_decode_ms": statistics.fmean(x["decode"] for x in t),
+          "server_model_ms": statistics.fmean(x["model"] for x in t),
+          "server_total_ms": statistics.fmean(x["total"] for x in t),
+          "top1_sent": statistics.fmean(
+              float(a["class"] == label) for a, label in zip(answers,
+                                                             labels))}
 
 
 # ------------------------------------------------------------------ main
@@ -243,6 +309,8 @@ def _args(argv):
                  help="2 images, 1 repeat, two settings per codec")
   p.add_argument("--loopback", action="store_true",
                  help="no shaping: unshaped loopback, computed transfer")
+  p.add_argument("--no-http", action="store_true",
+                 help="skip sending to the real server")
   args = p.parse_args(argv)
   if args.quick:
     args.images, args.repeats = 2, 1
@@ -273,14 +341,17 @@ def main(argv=None) -> dict:
   results_json = args.results or args.checkpoint_dir.parent / "results.json"
   top1_known = top1_from_results(results_json)
   start = time.perf_counter()
-  rows, payloads = latency_compute.measure_all(
+  rows, payloads, labels = latency_compute.measure_all(
       args.checkpoint_dir, args.data_dir, args.images, args.repeats,
       args.quick)
   print(f"compute measured in {time.perf_counter() - start:.0f} s; sending"
         " payloads", flush=True)
-  transfers, qdisc = measure_transfers(payloads, args.rates, args.repeats,
-                                       loopback=bool(reason or args.loopback))
   shaped = not (reason or args.loopback)
+  servers = {} if args.no_http else {
+      i: args.checkpoint_dir / row["model"] for i, row in enumerate(rows)
+      if row["method"] in HTTP_METHODS and row["model"]}
+  transfers, http, qdisc = measure_link(payloads, args.rates, args.repeats,
+                                        not shaped, servers)
   for i, row in enumerate(rows):
     row["top1"] = top1_known.get((row["method"], row["setting"]))
     row["links"] = {
@@ -288,11 +359,26 @@ def main(argv=None) -> dict:
             "measured_ms": statistics.fmean(transfers[i][f"{r:g}"]),
             "computed_ms": computed_ms(row["bytes_per_image"], r)}
         for r in args.rates}
+    if i in http:
+      row["http"] = {rate: http_summary(answers, labels)
+                     for rate, answers in http[i].items()}
+      # The server's own clock (decode + model, from its timings_ms) is
+      # the server time; the in-process one stays in server_parts_ms.
+      row["server_parts_ms"]["in_process"] = row["server_ms"]
+      row["server_ms"] = statistics.fmean(
+          h["server_decode_ms"] + h["server_model_ms"]
+          for h in row["http"].values())
+      row["server_source"] = "the server's timings_ms (decode + model)"
+    else:
+      row["server_source"] = "in-process"
     add_totals(row, shaped)
   results = {
       "rates_mbit": list(args.rates), "images": args.images,
       "repeats": args.repeats,
       "transfer": "shaped" if shaped else "loopback (unshaped)",
+      "http": ("the real server (python -m hecsb_jax.serve, batching off) in"
+               " the server namespace, for " + ", ".join(HTTP_METHODS))
+              if servers else "not run",
       "qdisc": qdisc,
       "edge_impl": latency_compute.EDGE_IMPL,
       "top1_source": (f"{results_json} (its holdout images)" if top1_known

@@ -198,9 +198,10 @@ def model_folders(checkpoint_dir: Path) -> tuple[list[Path], list[str]]:
 
 
 def measure_all(checkpoint_dir: Path, data_dir: Path, count: int,
-                repeats: int, quick: bool) -> tuple[list[dict],
-                                                    dict[int, list[bytes]]]:
-  """Every row's times and payloads (module docstring)."""
+                repeats: int, quick: bool
+                ) -> tuple[list[dict], dict[int, list[bytes]], np.ndarray]:
+  """Every row's times and payloads (module docstring); the labels of the
+  images."""
   images, labels = load_images(data_dir, count)
   teacher = load_teacher(data_dir)
   norm = pipeline.normalization("efficientnet_lite0")
@@ -222,4 +223,4 @@ def measure_all(checkpoint_dir: Path, data_dir: Path, count: int,
   print("  image codecs", flush=True)
   results += codec_rows(settings, images, labels, teacher_fn, repeats)
   rows = [r for r, _ in results]
-  return rows, {i: p for i, (_, p) in enumerate(results)}
+  return rows, {i: p for i, (_, p) in enumerate(results)}, labels

@@ -14,12 +14,13 @@ creates with unique names per run and always deletes (try/finally plus
 SIGTERM/SIGHUP handlers that raise, so the finally runs on kill and on
 Ctrl-C too).
 
-It also holds the two ends of the simplest measurement, run as
-``python -m experiments.latency_net sink PORT`` (server side: read a
-length-prefixed payload, answer one byte) and ``... send HOST PORT REPEATS
-FILE...`` (edge side: over one persistent connection, the wall time from
-the first byte sent to the one-byte answer, per file and repeat; JSON on
-stdout).
+It also holds the edge and server ends of the measurements, run in the
+namespaces as ``python -m experiments.latency_net sink PORT`` (read a
+length-prefixed payload, answer one byte), ``... send HOST PORT REPEATS
+FILE...`` (over one persistent connection, the wall time from the first
+byte sent to the sink's answer, per file and repeat; JSON on stdout) and
+``... post URL TOKEN_FILE REPEATS FILE...`` (the same against the real
+server, `python -m hecsb_jax.serve`, through its HTTP contract).
 
 Needs root and iproute2's `ip` and `tc`; `unavailable()` says why not.
 """
@@ -43,15 +44,18 @@ import time
 EDGE_IP = "10.77.0.1"
 SERVER_IP = "10.77.0.2"
 MTU = 1500
-# Bytes tbf counts per full TCP segment on the veth: the MSS's payload
-# (1448 with timestamps) plus TCP 32 + IP 20 + Ethernet 14 headers. A
-# 12 Mbit/s bucket carries payload at 12 * 1448 / 1514 = 11.5 Mbit/s.
-WIRE_BYTES_PER_SEGMENT = 1514
-# The bucket: two full frames. tbf drops every packet larger than its
-# burst, so it must exceed one frame; a bigger burst lets small payloads
-# through at the veth's own speed instead of the rate (a 1 KB HECS-B
-# payload would never see the link).
-BURST_BYTES = 2 * WIRE_BYTES_PER_SEGMENT
+# tbf counts 1514 bytes per full TCP segment on the veth: the MSS's 1448
+# bytes of payload (with timestamps) plus TCP 32 + IP 20 + Ethernet 14
+# headers, so 12 Mbit/s carries payload at 12 * 1448 / 1514 = 11.5.
+# The bucket: one full frame and a little. tbf drops every packet larger
+# than its burst, so it must hold one frame; whatever it holds leaves at
+# the veth's own speed when the bucket is full, so a bigger burst would let
+# whole small payloads (a 1-4 KB HECS-B container) skip the rate. Measured
+# here: with 1600 bytes, 3.9 KB takes 1.8 ms at 12 Mbit/s against 2.6 ms
+# computed (the first frame is free), 88 KB runs at 11.6, 49 and 60 Mbit/s
+# through 12, 54 and 66.9 (a bucket this small loses ~10% at high rates to
+# timer granularity; 3028 bytes lost 4% but passed 3.9 KB in 0.6 ms less).
+BURST_BYTES = 1600
 # Queue: enough for a whole large payload (PNG, ~90 KB) to wait in the
 # bucket rather than be dropped; what a router's buffer does.
 LIMIT_BYTES = 512 * 1024
@@ -195,10 +199,19 @@ class ShapedLink:
     ns = {"edge": self.edge_ns, "server": self.server_ns}[side]
     return ["ip", "netns", "exec", ns, *argv]
 
-  def start_server(self, argv: list[str], ready: str = READY,
-                   timeout_s: float = 120.0) -> str:
-    """Starts ``argv`` in the server namespace; returns its ready line once
-    it prints one containing ``ready`` (it is stopped with the link)."""
+  def start_server(self, argv: list[str], ready: str | None = READY,
+                   timeout_s: float = 120.0
+                   ) -> tuple[subprocess.Popen, str]:
+    """Starts ``argv`` in the server namespace (it is stopped with the
+    link, or by `stop`). With ``ready``, waits until it prints a line
+    containing it and returns that line; with None its output goes to
+    /dev/null and the caller checks readiness itself (an HTTP server)."""
+    if ready is None:
+      proc = subprocess.Popen(self.argv("server", argv),
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+      self._procs.append(proc)
+      return proc, ""
     proc = subprocess.Popen(self.argv("server", argv), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             cwd=REPO_ROOT)
@@ -212,11 +225,25 @@ class ShapedLink:
         break
       seen.append(line)
       if ready in line:
-        return line
+        return proc, line
     raise LinkUnavailable(
         f"server {' '.join(argv)} did not report {ready!r} within"
         f" {timeout_s:.0f} s (exit {proc.poll()}); its output:\n"
         + "".join(seen[-20:]))
+
+  def stop(self, proc: subprocess.Popen) -> None:
+    """Stops one process started by `start_server`."""
+    if proc.poll() is None:
+      proc.terminate()
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+      proc.stdout.close()
+    if proc in self._procs:
+      self._procs.remove(proc)
 
   def run_edge(self, argv: list[str], timeout_s: float = 600.0) -> str:
     """Runs ``argv`` in the edge namespace; its stdout."""
@@ -231,17 +258,8 @@ class ShapedLink:
   def close(self) -> None:
     """Stops the processes started here, deletes the namespaces. Safe to
     call twice; each step runs even when an earlier one fails."""
-    for proc in self._procs:
-      if proc.poll() is None:
-        proc.terminate()
-        try:
-          proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-          proc.kill()
-          proc.wait()
-      if proc.stdout:
-        proc.stdout.close()
-    self._procs.clear()
+    for proc in list(self._procs):
+      self.stop(proc)
     errors = []
     while self._created:
       ns = self._created.pop()
@@ -277,8 +295,8 @@ class LoopbackLink(ShapedLink):
 
 def start_sink(link: ShapedLink) -> int:
   """Starts the sink in ``link``'s server namespace; its port."""
-  line = link.start_server([sys.executable, "-m", "experiments.latency_net",
-                            "sink", "0"])
+  _, line = link.start_server([sys.executable, "-m",
+                               "experiments.latency_net", "sink", "0"])
   return int(line.split()[-1])
 
 
@@ -292,7 +310,18 @@ def measure_uplink(link: ShapedLink, port: int, files: list[Path],
   return json.loads(out)
 
 
-# ------------------------------------------------------ the two endpoints
+def measure_http(link: ShapedLink, url: str, token_file: Path,
+                 files: list[Path], repeats: int) -> list[list[dict]]:
+  """POSTs each file (a container) ``repeats`` times to the HECS-B server
+  at ``url`` from the edge namespace; per file and repeat {"ms": the
+  request's wall time, "timings_ms": the server's, "class": its answer}."""
+  out = link.run_edge([sys.executable, "-m", "experiments.latency_net",
+                       "post", url, str(token_file), str(repeats),
+                       *map(str, files)])
+  return json.loads(out)
+
+
+# ---------------------------------------------------- the endpoints
 
 
 def _read_exact(conn: socket.socket, n: int) -> bytes | None:
@@ -350,15 +379,59 @@ def send(host: str, port: int, payloads: list[bytes],
   return times
 
 
+def post(url: str, token: str, payloads: list[bytes], repeats: int,
+         wait_s: float = 900.0) -> list[list[dict]]:
+  """The HTTP contract's client side (common to hecsb_jax.serve): waits
+  for GET /healthz, then POSTs every payload over one keep-alive
+  connection; see `measure_http`."""
+  import httpx  # pylint: disable=g-import-not-at-top  # only this end needs it
+
+  with httpx.Client(base_url=url, timeout=120.0) as client:
+    deadline = time.monotonic() + wait_s
+    while True:  # the server loads and compiles its model first
+      try:
+        if client.get("/healthz").status_code == 200:
+          break
+      except httpx.TransportError:
+        pass
+      if time.monotonic() > deadline:
+        raise ConnectionError(f"{url}/healthz: no answer in {wait_s:.0f} s")
+      time.sleep(0.5)
+    headers = {"Authorization": f"Bearer {token}",
+               "Content-Type": "application/x-hecsb"}
+    results = []
+    for payload in payloads:
+      row = []
+      for _ in range(repeats):
+        time.sleep(IDLE_S)  # a full bucket, as in `send`
+        start = time.perf_counter()
+        r = client.post("/v1/predict", content=payload, headers=headers)
+        ms = (time.perf_counter() - start) * 1e3
+        if r.status_code != 200:
+          raise ConnectionError(f"{url}/v1/predict: {r.status_code}"
+                                f" {r.text[:300]}")
+        body = r.json()
+        row.append({"ms": ms, "timings_ms": body["timings_ms"],
+                    "class": body["class"]})
+      results.append(row)
+  return results
+
+
 def main(argv: list[str]) -> None:
   if argv[:1] == ["sink"] and len(argv) == 2:
     sink(int(argv[1]))
   elif argv[:1] == ["send"] and len(argv) >= 5:
     payloads = [Path(f).read_bytes() for f in argv[4:]]
     print(json.dumps(send(argv[1], int(argv[2]), payloads, int(argv[3]))))
+  elif argv[:1] == ["post"] and len(argv) >= 5:
+    payloads = [Path(f).read_bytes() for f in argv[4:]]
+    token = Path(argv[2]).read_text().strip()
+    print(json.dumps(post(argv[1], token, payloads, int(argv[3]))))
   else:
     sys.exit("usage: python -m experiments.latency_net sink PORT\n"
              "       python -m experiments.latency_net send HOST PORT"
+             " REPEATS FILE...\n"
+             "       python -m experiments.latency_net post URL TOKEN_FILE"
              " REPEATS FILE...")
 
 

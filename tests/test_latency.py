@@ -2,10 +2,12 @@
 way out, the message without root, and (slow, root only) a real shaped
 link whose measured rate must match its setting."""
 
+import http.server
+import json
 import os
-from pathlib import Path
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -49,7 +51,7 @@ def test_table_has_a_row_per_setting_and_columns_per_rate():
   assert "transfer ms @12" in lines[0] and "total ms @54" in lines[0]
   assert lines[2].startswith("| HECS-B | beta=0.0003 | 3000 | 0.810 |")
   # measured (computed) side by side; a missing top-1 is a dash.
-  assert "| 2.50 (2.00) | 32.5 |" in lines[2]
+  assert "| 2.50 (2.00) | 32.5 | – |" in lines[2]
   assert "| JPEG | q=50 | 10000 | – |" in lines[3]
 
 
@@ -184,6 +186,65 @@ def test_loopback_sends_every_payload(tmp_path):
     times = latency_net.measure_uplink(link, port, files, repeats=2)
   assert len(times) == 2 and all(len(t) == 2 for t in times)
   assert all(0 < t < 5 for row in times for t in row)
+
+
+class _StandIn(http.server.BaseHTTPRequestHandler):
+  """The HTTP contract's happy path and a refusal, for `post`."""
+
+  seen = []
+
+  def _answer(self, status, body):
+    data = json.dumps(body).encode()
+    self.send_response(status)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    self._answer(200, {"status": "ok"})
+
+  def do_POST(self):  # pylint: disable=invalid-name
+    body = self.rfile.read(int(self.headers["Content-Length"]))
+    _StandIn.seen.append((self.headers["Authorization"],
+                          self.headers["Content-Type"], body))
+    if body == b"bad":
+      self._answer(409, {"error": "a payload for another model"})
+    else:
+      self._answer(200, {"class": 7, "timings_ms": {
+          "queue": 0.1, "decode": 1.0, "model": 2.0, "total": 3.5}})
+
+  def log_message(self, *args):
+    pass
+
+
+@pytest.fixture
+def stand_in():
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  _StandIn.seen.clear()
+  yield f"http://127.0.0.1:{server.server_address[1]}"
+  server.shutdown()
+  server.server_close()
+
+
+def test_post_follows_the_http_contract(stand_in):
+  out = latency_net.post(stand_in, "s3cret", [b"abc", b"de"], repeats=2)
+  assert [len(row) for row in out] == [2, 2]
+  assert out[0][0]["class"] == 7 and out[0][0]["timings_ms"]["model"] == 2.0
+  assert all(a["ms"] > 0 for row in out for a in row)
+  assert _StandIn.seen[0] == ("Bearer s3cret", "application/x-hecsb", b"abc")
+
+
+def test_post_names_a_refusal(stand_in):
+  with pytest.raises(ConnectionError, match="409 .*another model"):
+    latency_net.post(stand_in, "s3cret", [b"bad"], repeats=1)
+
+
+def test_post_gives_up_on_a_server_that_never_answers():
+  with pytest.raises(ConnectionError, match="healthz: no answer"):
+    latency_net.post("http://127.0.0.1:9", "t", [b"x"], 1, wait_s=1.0)
 
 
 @pytest.mark.slow
