@@ -309,6 +309,10 @@ def _args(argv):
                  help="2 images, 1 repeat, two settings per codec")
   p.add_argument("--loopback", action="store_true",
                  help="no shaping: unshaped loopback, computed transfer")
+  p.add_argument("--edge", choices=("auto", "litert", "jax"),
+                 default="auto", help="HECS-B's edge head: the exported"
+                 " .tflite under LiteRT, or the JAX head (auto: LiteRT"
+                 " when hecsb_jax.export and LiteRT are installed)")
   p.add_argument("--no-http", action="store_true",
                  help="skip sending to the real server")
   args = p.parse_args(argv)
@@ -341,9 +345,12 @@ def main(argv=None) -> dict:
   results_json = args.results or args.checkpoint_dir.parent / "results.json"
   top1_known = top1_from_results(results_json)
   start = time.perf_counter()
-  rows, payloads, labels = latency_compute.measure_all(
-      args.checkpoint_dir, args.data_dir, args.images, args.repeats,
-      args.quick)
+  litert = args.edge == "litert" or (args.edge == "auto"
+                                     and latency_compute.litert_available())
+  with tempfile.TemporaryDirectory() as exports:
+    rows, payloads, labels = latency_compute.measure_all(
+        args.checkpoint_dir, args.data_dir, args.images, args.repeats,
+        args.quick, Path(exports) if litert else None)
   print(f"compute measured in {time.perf_counter() - start:.0f} s; sending"
         " payloads", flush=True)
   shaped = not (reason or args.loopback)
@@ -380,7 +387,8 @@ def main(argv=None) -> dict:
                " the server namespace, for " + ", ".join(HTTP_METHODS))
               if servers else "not run",
       "qdisc": qdisc,
-      "edge_impl": latency_compute.EDGE_IMPL,
+      "edge_impl": (latency_compute.EDGE_LITERT if litert
+                    else latency_compute.EDGE_JAX),
       "top1_source": (f"{results_json} (its holdout images)" if top1_known
                       else "none found; see top1_sent"),
       "machine": latency_compute.machine(),

@@ -30,10 +30,12 @@ from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.data import pretrained
 from hecsb_jax.models import saved_model
 
-# Where hecsb_jax/export's LiteRT head will go once it is in the tree.
-EDGE_IMPL = ("the model's edge function as jitted JAX (hecsb_jax.export's"
-             " LiteRT head is not in the tree yet) + its coder"
-             " (coding.compress); Pillow's encode for JPEG/WebP/PNG")
+EDGE_JAX = ("the model's edge function as jitted JAX + its coder"
+            " (coding.compress); Pillow's encode for JPEG/WebP/PNG")
+EDGE_LITERT = ("HECS-B: the exported head.tflite (python -m hecsb_jax.export)"
+               " under LiteRT with num_threads=1 + coding.compress on its"
+               " symbols; other learned methods: jitted JAX + coder;"
+               " JPEG/WebP/PNG: Pillow's encode")
 ORDER = split_rd_config.METHODS
 
 
@@ -109,25 +111,68 @@ def _row(method, setting, model, sizes, edge, server, hits) -> dict:
           "top1_sent": float(np.mean(hits))}
 
 
-def learned_row(folder: Path, images, labels, teacher_fn,
-                repeats: int) -> tuple[dict, list[bytes]]:
-  """Edge, payloads and server of one trained model folder."""
+def litert_available() -> bool:
+  """Whether the export package and a LiteRT interpreter are installed."""
+  try:
+    # pylint: disable=g-import-not-at-top
+    from hecsb_jax.edge import head as head_lib
+    from hecsb_jax.export import folder as export_folder  # pylint: disable=unused-import
+  except ImportError:
+    return False
+  try:
+    head_lib.runtime()
+  except head_lib.HeadError:
+    return False
+  return True
+
+
+def litert_head(model, out_dir: Path):
+  """The model's exported .tflite head under LiteRT on one thread, as a
+  function of a uint8 [1, H, W, 3] image; and the manifest's model id."""
+  # Imported here: the export (JAX side) and LiteRT are needed only on
+  # this path.
+  from hecsb_jax.edge import head as head_lib  # pylint: disable=g-import-not-at-top
+  from hecsb_jax.edge import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from hecsb_jax.export import folder as export_folder  # pylint: disable=g-import-not-at-top
+
+  export_folder.export_model(model, out_dir)
+  manifest = manifest_lib.load_manifest(out_dir)
+  head = head_lib.Head.from_manifest(manifest, num_threads=1)
+  return lambda u8: head(u8.astype(np.float32))
+
+
+def learned_row(folder: Path, images, labels, teacher_fn, repeats: int,
+                export_dir: Path | None = None) -> tuple[dict, list[bytes]]:
+  """Edge, payloads and server of one trained model folder.
+
+  With ``export_dir`` (HECS-B only) the edge runs the exported LiteRT head
+  (`litert_head`) and sends what it computes; the JAX head's symbols are
+  compared with it (``litert_symbols_differ`` counts the differing ones).
+  """
   m = saved_model.load(folder)
   method = methods.METHODS[m.method]
   x0 = m.normalize(images[0][None])
-  edge = compiled(lambda mod, x: mod.edge_symbols(x), m.module, x0)
+  jax_edge = compiled(lambda mod, x: mod.edge_symbols(x), m.module, x0)
+  lite = None
+  if export_dir is not None and m.method == "hecsb":
+    lite = litert_head(m, export_dir / m.name)
+  differ = 0
   if method.split:
     server = compiled(lambda mod, s: mod.logits_from_symbols(s), m.module,
-                      edge(x0))
+                      jax_edge(x0))
   else:  # the codec's image goes to the unmodified teacher
     decode = compiled(lambda mod, s: mod.decode_symbols(s), m.module,
-                      edge(x0))
+                      jax_edge(x0))
     server = lambda s: teacher_fn(methods.images_from_unit(decode(s)))
   edge_ms, server_ms = [], []
   payloads, hits = [], []
   for image, label in zip(images, labels):
     x = m.normalize(image[None])
-    compute_ms, symbols = best_ms(lambda: edge(x), repeats)
+    if lite is None:
+      compute_ms, symbols = best_ms(lambda: jax_edge(x), repeats)
+    else:
+      compute_ms, symbols = best_ms(lambda: lite(image[None]), repeats)
+      differ += int(np.sum(symbols != np.asarray(jax_edge(x))))
     code_ms, payload = best_ms(lambda: method.to_bytes(symbols, m.tables),
                                repeats)
     decode_ms, received = best_ms(
@@ -140,6 +185,9 @@ def learned_row(folder: Path, images, labels, teacher_fn,
   row = _row(m.method, method.setting(m.value), m.name,
              [len(p) for p in payloads], np.mean(edge_ms, axis=0),
              np.mean(server_ms, axis=0), hits)
+  row["edge_impl"] = "litert" if lite else "jax"
+  if lite:
+    row["litert_symbols_differ"] = differ
   return row, payloads
 
 
@@ -198,10 +246,11 @@ def model_folders(checkpoint_dir: Path) -> tuple[list[Path], list[str]]:
 
 
 def measure_all(checkpoint_dir: Path, data_dir: Path, count: int,
-                repeats: int, quick: bool
+                repeats: int, quick: bool, export_dir: Path | None = None
                 ) -> tuple[list[dict], dict[int, list[bytes]], np.ndarray]:
   """Every row's times and payloads (module docstring); the labels of the
-  images."""
+  images. ``export_dir``: where to export HECS-B heads to run them under
+  LiteRT (None: the JAX head)."""
   images, labels = load_images(data_dir, count)
   teacher = load_teacher(data_dir)
   norm = pipeline.normalization("efficientnet_lite0")
@@ -216,7 +265,8 @@ def measure_all(checkpoint_dir: Path, data_dir: Path, count: int,
   results = []
   for folder in folders:
     print(f"  {folder.name}", flush=True)
-    results.append(learned_row(folder, images, labels, teacher_fn, repeats))
+    results.append(learned_row(folder, images, labels, teacher_fn, repeats,
+                               export_dir))
   settings = split_rd_eval.codec_settings(split_rd_config.get_config())
   if quick:
     settings = {k: v[:2] for k, v in settings.items()}
