@@ -241,7 +241,11 @@ class EdgeClient:
       ClientError: a missing image, a connection failure or a malformed
         answer; ServerError (a ClientError) for an error status.
     """
-    encoded = self.encode(image)
+    return self.predict_encoded(image, self.encode(image))
+
+  def predict_encoded(self, image: str | os.PathLike,
+                      encoded: Encoded) -> Prediction:
+    """Sends an `encode`d image; the server's prediction (as `predict`)."""
     body, round_trip = self.send(encoded.data)
     url = self.server_url + PREDICT_PATH
     try:
