@@ -38,11 +38,11 @@ SYMBOL_SHAPE = (SIZE // POOL, SIZE // POOL, CHANNELS)
 NUM_CLASSES = 10
 
 
-def tiny_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """The 1x1 conv's (W [32, 3] float32, b [32] float32)."""
+def tiny_weights(seed: int = 0, channels: int = CHANNELS):
+  """The 1x1 conv's (W [channels, 3] float32, b [channels] float32)."""
   rng = np.random.default_rng(seed)
-  w = rng.uniform(-0.1, 0.1, (CHANNELS, 3)).astype(np.float32)
-  b = rng.uniform(-2, 2, CHANNELS).astype(np.float32)
+  w = rng.uniform(-0.1, 0.1, (channels, 3)).astype(np.float32)
+  b = rng.uniform(-2, 2, channels).astype(np.float32)
   return w, b
 
 
@@ -71,22 +71,24 @@ def _buffer(data: bytes | None = None):
   return b
 
 
-def tiny_tflite(seed: int = 0, input_size: int = SIZE) -> bytes:
-  """The flatbuffer of the head in the module docstring."""
+def tiny_tflite(seed: int = 0, input_size: int = SIZE, pool_size: int = POOL,
+                channels: int = CHANNELS) -> bytes:
+  """The flatbuffer of the head in the module docstring (or of its
+  variant with another input size, pooling window and channel count)."""
   f32, i32 = schema.TensorType.FLOAT32, schema.TensorType.INT32
-  w, b = tiny_weights(seed)
-  side = input_size // POOL
+  w, b = tiny_weights(seed, channels)
+  side = input_size // pool_size
   # Buffer 0 is the empty sentinel every TFLite model starts with.
-  buffers = [_buffer(), _buffer(w.reshape(CHANNELS, 1, 1, 3).tobytes()),
+  buffers = [_buffer(), _buffer(w.reshape(channels, 1, 1, 3).tobytes()),
              _buffer(b.tobytes())] + [_buffer() for _ in range(5)]
   tensors = [
       _tensor([1, input_size, input_size, 3], f32, 3, "pixels"),
-      _tensor([CHANNELS, 1, 1, 3], f32, 1, "w"),
-      _tensor([CHANNELS], f32, 2, "b"),
+      _tensor([channels, 1, 1, 3], f32, 1, "w"),
+      _tensor([channels], f32, 2, "b"),
       _tensor([1, side, side, 3], f32, 4, "pooled"),
-      _tensor([1, side, side, CHANNELS], f32, 5, "y"),
-      _tensor([1, side, side, CHANNELS], f32, 6, "y_floor"),
-      _tensor([1, side, side, CHANNELS], i32, 7, "symbols"),
+      _tensor([1, side, side, channels], f32, 5, "y"),
+      _tensor([1, side, side, channels], f32, 6, "y_floor"),
+      _tensor([1, side, side, channels], i32, 7, "symbols"),
   ]
   codes = []
   for op in (schema.BuiltinOperator.AVERAGE_POOL_2D,
@@ -99,8 +101,8 @@ def tiny_tflite(seed: int = 0, input_size: int = SIZE) -> bytes:
     codes.append(c)
   pool = schema.Pool2DOptionsT()
   pool.padding = schema.Padding.VALID
-  pool.strideW = pool.strideH = POOL
-  pool.filterWidth = pool.filterHeight = POOL
+  pool.strideW = pool.strideH = pool_size
+  pool.filterWidth = pool.filterHeight = pool_size
   conv = schema.Conv2DOptionsT()
   conv.padding = schema.Padding.VALID
   conv.strideW = conv.strideH = 1
@@ -138,20 +140,30 @@ def tiny_tables() -> coding.CodingTables:
   return tables_from_pmf(pmf, np.full(CHANNELS, -40), 16)
 
 
-def write_tiny_export(directory, seed: int = 0, name: str = "tiny"):
-  """Writes an export folder with the tiny head; returns its Manifest."""
+def write_tiny_export(directory, seed: int = 0, name: str = "tiny", *,
+                      input_size: int = SIZE, resize: int = 256,
+                      pool_size: int = POOL, channels: int = CHANNELS,
+                      tables: coding.CodingTables | None = None):
+  """Writes an export folder with the tiny head; returns its Manifest.
+
+  The defaults give the contract's shapes (224 in, [28, 28, 32] out) and
+  `tiny_tables`; other sizes and tables match another model's (e.g. the
+  server tests' toy model, for the real server).
+  """
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  (directory / "head.tflite").write_bytes(tiny_tflite(seed))
-  tables = tiny_tables()
+  (directory / "head.tflite").write_bytes(
+      tiny_tflite(seed, input_size, pool_size, channels))
+  tables = tiny_tables() if tables is None else tables
   tables.save_npz(directory / "tables.npz")
+  side = input_size // pool_size
   manifest = manifest_lib.Manifest(
       model=name, method="hecsb", setting={"beta": 0.0003},
       model_id=coding.model_id(tables).hex(), backbone="test",
       split="pool8",
-      input=manifest_lib.InputSpec(SIZE, 256, "bicubic"),
+      input=manifest_lib.InputSpec(input_size, resize, "bicubic"),
       normalization=manifest_lib.Normalization((0.0,) * 3, (1.0,) * 3),
-      symbols=manifest_lib.SymbolSpec(SYMBOL_SHAPE))
+      symbols=manifest_lib.SymbolSpec((side, side, channels)))
   manifest.save(directory)
   return manifest_lib.load_manifest(directory)
 
