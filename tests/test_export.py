@@ -90,3 +90,187 @@ def test_missing_or_corrupt_manifest_names_the_path(tmp_path):
   (tmp_path / "manifest.json").write_bytes(b"{\"format\": 1,")
   with pytest.raises(manifest_lib.ManifestError, match="not valid JSON"):
     manifest_lib.load_manifest(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Export of a tiny model
+# ---------------------------------------------------------------------------
+
+# An EfficientNet-Lite0 HECS-B model with random weights, at 64x64 input
+# (8x8 symbols at block4) so that building, saving and exporting it stay
+# within seconds. The measurement is scaled so that the symbols have about
+# this standard deviation, as trained ones do: untrained, they would be
+# nearly all zero and every head would agree trivially.
+IMAGE_SIZE = 64
+SYMBOL_STD = 6.0
+
+
+def _random_teacher():
+  """EfficientNet-Lite0 with LeCun-normal weights and identity BatchNorm
+  statistics, filled from numpy into the abstract skeleton: initializing
+  the real module eagerly compiles one program per parameter shape, about
+  30 s on 2 busy cores; this takes about 3."""
+  from flax import nnx
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from hecsb_jax.models import saved_model
+
+  teacher = saved_model.backbone_skeleton("efficientnet_lite0")
+  rng = np.random.default_rng(1)
+
+  def fill(path, a):
+    name = path[-2].key  # [..., DictKey(name), GetAttrKey("value")]
+    if name in ("scale", "var"):
+      return jnp.ones(a.shape, a.dtype)
+    if name in ("bias", "mean"):
+      return jnp.zeros(a.shape, a.dtype)
+    # HWIO kernels (depthwise: I = 1) and [in, out] matrices.
+    fan_in = int(np.prod(a.shape[:-1]))
+    return jnp.asarray(rng.normal(size=a.shape) / np.sqrt(fan_in), a.dtype)
+
+  nnx.update(teacher, jax.tree_util.tree_map_with_path(
+      fill, nnx.state(teacher)))
+  teacher.eval()
+  return teacher
+
+
+def _save_tiny_model(model_dir, method="hecsb"):
+  """Builds, and saves the way experiments.split_rd does, a tiny model."""
+  from flax import nnx
+  from hecsb_jax import entropy
+  from hecsb_jax.configs import split_rd
+  from hecsb_jax.models import saved_model
+  from hecsb_jax.train.checkpoint import TrainCheckpointer
+
+  section = split_rd.get_config("quick")[method].to_dict()
+  module = saved_model.build(method, _random_teacher(), split="block4",
+                             section=section, value=1e-4, seed=0)
+  module.eval()
+  if method == "hecsb":
+    import numpy as np
+    x = (_pixels(2, seed=1).astype(np.float32) - 127.0) / 128.0
+    y_std = float(np.std(module.bottleneck.measure(x)))
+    kernel = module.bottleneck.measurement.kernel
+    kernel[...] = kernel[...] * (SYMBOL_STD / y_std)
+  tables = entropy.build_tables(module.bottleneck.entropy)
+  model_dir.mkdir(parents=True)
+  tables.save_npz(model_dir / "tables.npz")
+  fingerprint = {"beta": 1e-4, "backbone": "efficientnet_lite0",
+                 "split": "block4", "image_size": IMAGE_SIZE,
+                 method: section}
+  checkpointer = TrainCheckpointer(model_dir / "model")
+  try:
+    checkpointer.save(0, nnx.state(module),
+                      {"fingerprint": fingerprint, "summary": {"test": 1}})
+  finally:
+    checkpointer.close()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """(model folder, export folder, loaded model) of the tiny HECS-B."""
+  from hecsb_jax.export import __main__ as export_cli
+  from hecsb_jax.models import saved_model
+
+  root = tmp_path_factory.mktemp("export")
+  _save_tiny_model(root / "hecsb_beta0.0001")
+  export_cli.main([str(root / "hecsb_beta0.0001"), "--out",
+                   str(root / "out")])
+  return (root / "hecsb_beta0.0001", root / "out",
+          saved_model.load(root / "hecsb_beta0.0001"))
+
+
+def _pixels(n, seed=0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  return rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+
+
+@pytest.mark.slow
+def test_export_folder_matches_the_manifest_contract(exported):
+  from hecsb_jax import coding
+
+  model_dir, out, model = exported
+  m = manifest_lib.load_manifest(out)
+  assert (m.model, m.method, m.setting) == ("hecsb_beta0.0001", "hecsb",
+                                            {"beta": 1e-4})
+  assert m.model_id == coding.model_id(model.tables).hex()
+  assert m.symbols.shape == (IMAGE_SIZE // 8, IMAGE_SIZE // 8,
+                             model.fingerprint["hecsb"]["num_measurements"])
+  assert m.input.size == IMAGE_SIZE and m.input.resize == 73
+  assert m.normalization.mean == (127.0,) * 3
+  assert m.training["fingerprint"]["image_size"] == IMAGE_SIZE
+  # tables.npz is the model's own file, byte for byte.
+  assert (m.path("tables").read_bytes()
+          == (model_dir / "tables.npz").read_bytes())
+  assert m.versions["jax"] and m.versions["litert-converter"] == "0.5.0"
+
+
+@pytest.mark.slow
+def test_exported_heads_reproduce_the_jax_head(exported):
+  """StableHLO and .tflite symbols against `edge_symbols` of the
+  normalized image (what training and evaluation run)."""
+  from ai_edge_litert.interpreter import Interpreter
+  import jax
+  import numpy as np
+  from hecsb_jax.export import stablehlo
+  from hecsb_jax.export import tflite
+
+  _, out, model = exported
+  m = manifest_lib.load_manifest(out)
+  hlo = stablehlo.load(m.path("stablehlo"))
+  runner = Interpreter(model_path=str(m.path("tflite")),
+                       num_threads=1).get_signature_runner(tflite.SIGNATURE)
+  jax_head = jax.jit(model.module.edge_symbols)
+  equal = {"stablehlo": 0, "tflite": 0}
+  total = 0
+  for image in _pixels(4):
+    want = np.asarray(jax_head(model.normalize(image[None])))
+    pixels = image[None].astype(np.float32)
+    got = {"stablehlo": np.asarray(hlo.call(pixels)),
+           "tflite": runner(image=pixels)["symbols"]}
+    for name, s in got.items():
+      assert s.dtype == np.int32 and s.shape == want.shape, name
+      assert np.abs(s - want).max() <= 1, name  # only .5-boundary ties
+      equal[name] += int((s == want).sum())
+    total += want.size
+  # The symbols are not trivial: many distinct values.
+  assert len(np.unique(want)) > 15
+  for name, n in equal.items():
+    assert n / total >= 0.999, (name, n, total)
+
+
+@pytest.mark.slow
+def test_other_methods_are_refused_by_name(exported):
+  import dataclasses
+  from hecsb_jax.export import folder
+  from hecsb_jax.export import head as head_lib
+
+  _, out, model = exported
+  crbq = dataclasses.replace(model, method="crbq", tables=None)
+  with pytest.raises(head_lib.ExportError, match="'crbq' cannot be"
+                     " exported yet"):
+    folder.export_model(crbq, out / "never")
+  assert not (out / "never").exists()
+
+
+def test_missing_or_corrupt_checkpoint_names_the_path(tmp_path, capsys):
+  import sys
+  from hecsb_jax.export import __main__ as export_cli
+
+  missing = tmp_path / "no_such_model"
+  sys_argv = sys.argv
+  try:
+    sys.argv = ["export", str(missing), "--out", str(tmp_path / "out")]
+    assert export_cli._cli() == 1
+    assert str(missing / "model") in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "model" / "0").mkdir(parents=True)
+    (corrupt / "model" / "0" / "_CHECKPOINT_METADATA").write_text("{")
+    sys.argv = ["export", str(corrupt), "--out", str(tmp_path / "out")]
+    assert export_cli._cli() == 1
+    assert str(corrupt) in capsys.readouterr().err
+  finally:
+    sys.argv = sys_argv
+  assert not (tmp_path / "out").exists()
