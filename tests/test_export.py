@@ -274,3 +274,46 @@ def test_missing_or_corrupt_checkpoint_names_the_path(tmp_path, capsys):
   finally:
     sys.argv = sys_argv
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_svb_heads_reproduce_the_jax_head(tmp_path):
+  """SVB's own encoder (strided convs, GDN) through the same export, from
+  an in-memory model (no checkpoint: `export_model` is what the CLI
+  runs after `saved_model.load`)."""
+  from ai_edge_litert.interpreter import Interpreter
+  import jax
+  import numpy as np
+  from hecsb_jax import entropy
+  from hecsb_jax.configs import split_rd
+  from hecsb_jax.data import imagenet_pipeline as pipeline
+  from hecsb_jax.export import folder
+  from hecsb_jax.export import stablehlo
+  from hecsb_jax.export import tflite
+  from hecsb_jax.models import saved_model
+
+  section = split_rd.get_config("quick")["svb"].to_dict()
+  module = saved_model.build("svb", _random_teacher(), split="block4",
+                             section=section, value=1e-4, seed=0)
+  module.eval()
+  model = saved_model.SavedModel(
+      path=tmp_path / "svb_beta0.0001", method="svb", value=1e-4,
+      module=module, tables=entropy.build_tables(module.bottleneck.entropy),
+      fingerprint={"svb": section}, summary={}, backbone="efficientnet_lite0",
+      split="block4", image_size=IMAGE_SIZE,
+      norm=pipeline.normalization("efficientnet_lite0"),
+      interpolation="bicubic")
+  folder.export_model(model, tmp_path / "out", log=None)
+  m = manifest_lib.load_manifest(tmp_path / "out")
+  assert m.method == "svb" and m.setting == {"beta": 1e-4}
+  hlo = stablehlo.load(m.path("stablehlo"))
+  runner = Interpreter(model_path=str(m.path("tflite")),
+                       num_threads=1).get_signature_runner(tflite.SIGNATURE)
+  image = _pixels(1, seed=2)
+  want = np.asarray(jax.jit(module.edge_symbols)(model.normalize(image)))
+  pixels = image.astype(np.float32)
+  for got in (np.asarray(hlo.call(pixels)), runner(image=pixels)["symbols"]):
+    assert got.shape == want.shape == (1, *m.symbols.shape)
+    assert np.abs(got - want).max() <= 1
+    assert np.mean(got == want) >= 0.999
+  assert len(np.unique(want)) > 3, np.unique(want)
