@@ -55,6 +55,18 @@ def test_table_has_a_row_per_setting_and_columns_per_rate():
   assert "| JPEG | q=50 | 10000 | – |" in lines[3]
 
 
+def test_a_row_takes_the_best_forward_pass_and_the_mean_coder_time():
+  from experiments import latency_compute  # JAX: imported only here
+
+  row = latency_compute._row(  # pylint: disable=protected-access
+      "hecsb", "beta=1", "m", [100, 300], [(10.0, 1.0), (12.0, 3.0)],
+      [(1.0, 25.0), (3.0, 20.0)], [True, False])
+  assert row["edge_parts_ms"] == {"compute": 10.0, "encode": 2.0}
+  assert row["server_parts_ms"] == {"decode": 2.0, "model": 20.0}
+  assert (row["edge_ms"], row["server_ms"]) == (12.0, 22.0)
+  assert (row["bytes_per_image"], row["top1_sent"]) == (200.0, 0.5)
+
+
 @pytest.mark.parametrize("text", ["", "12,x", "0", "-5,12", "12;54"])
 def test_bad_rates_are_refused_with_an_example(text):
   with pytest.raises(Exception, match="12.0,54.0,66.9"):
