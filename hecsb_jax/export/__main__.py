@@ -49,8 +49,9 @@ def _cli() -> int:
   from hecsb_jax.models import saved_model
   try:
     main()
-  except (FileNotFoundError, saved_model.SavedModelError,
-          head_lib.ExportError, tflite.ConversionError) as e:
+  # OSError: e.g. --out names a file; its message names the path.
+  except (OSError, saved_model.SavedModelError, head_lib.ExportError,
+          tflite.ConversionError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

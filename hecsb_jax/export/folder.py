@@ -113,6 +113,8 @@ def export_model(model: saved_model.SavedModel, out_dir: str | os.PathLike,
     shutil.copyfile(source, out_dir / FILES["tables"])
   else:  # a model built in memory (tests)
     model.tables.save_npz(out_dir / FILES["tables"])
+  # The manifest last: a folder without one is an unfinished export, and
+  # load_manifest says so.
   manifest = manifest_dict(model, exported.out_avals[0].shape)
   (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
   log(f"{out_dir / MANIFEST}: model {manifest['model']}, id"
