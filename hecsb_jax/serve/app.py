@@ -41,6 +41,8 @@ CONTENT_TYPE = "application/x-hecsb"
 # model this repository trains while keeping a flood of bodies cheap.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_BODY_TIMEOUT_S = 10.0
+# Bytes past the cap read and dropped before a 413 (`_Server.read_body`).
+DRAIN_BYTES = 64 * 1024
 # Methods whose payload is `coding.compress` of int32 symbols.
 CODED_METHODS = ("hecsb", "svb")
 
@@ -48,11 +50,15 @@ CODED_METHODS = ("hecsb", "svb")
 class RequestError(Exception):
   """A refused request: its HTTP status, error kind and message."""
 
-  def __init__(self, status: int, kind: str, message: str):
+  def __init__(self, status: int, kind: str, message: str, *,
+               close: bool = False):
     super().__init__(message)
     self.status = status
     self.kind = kind
     self.message = message
+    # The body was left partly unread: the connection cannot carry
+    # another request.
+    self.close = close
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,24 +143,43 @@ class _Server:
 
     Content-Length is only a first check: the cap is enforced on the bytes
     that actually arrive, which a client may send without a length
-    (chunked) or in excess of it.
+    (chunked). Past the cap nothing more is kept, but up to
+    `DRAIN_BYTES` more are read and dropped: a client still sending when
+    the server closes would get a TCP reset instead of the 413, so a
+    modest excess is swallowed and the connection stays usable, and only
+    a larger one closes it.
     """
     limit = self.config.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-      raise RequestError(413, "too_large", f"body of {declared} bytes is"
-                         f" over the maximum of {limit}")
+    declared = request.headers.get("content-length", "")
+    declared = int(declared) if declared.isdigit() else None
+    size = f"{declared} bytes" if declared is not None else "body"
+
+    def too_large(close):
+      return RequestError(413, "too_large", f"{size} over the maximum of"
+                          f" {limit} bytes", close=close)
+
+    if declared is not None and declared > limit + DRAIN_BYTES:
+      raise too_large(close=True)  # refused before a byte of it is read
     body = bytearray()
+    received = 0
     try:
       async with asyncio.timeout(self.config.body_timeout_s):
         async for chunk in request.stream():
-          body += chunk
-          if len(body) > limit:
-            raise RequestError(413, "too_large",
-                               f"body over the maximum of {limit} bytes")
+          received += len(chunk)
+          if received > limit + DRAIN_BYTES:
+            raise too_large(close=True)
+          if received > limit:
+            body = None  # dropped: what follows is only drained
+          elif body is not None:
+            body += chunk
     except TimeoutError:
+      if received > limit:
+        raise too_large(close=True) from None
       raise RequestError(408, "timeout", "body not received within"
-                         f" {self.config.body_timeout_s:g} s") from None
+                         f" {self.config.body_timeout_s:g} s",
+                         close=True) from None
+    if body is None:
+      raise too_large(close=False)
     if not body:
       raise RequestError(400, "empty", "empty body: expected one image's"
                          " container (coding.compress)")
@@ -281,9 +306,7 @@ def create_app(model, token: str, *, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
       return await server.predict(request)
     except RequestError as e:
       server.metrics.error(e.kind)
-      # A refused body may be partly unread: the connection cannot carry
-      # another request, so say it closes.
-      close = {"connection": "close"} if e.status in (408, 413) else {}
+      close = {"connection": "close"} if e.close else {}
       return _error(e.status, e.message, **close)
     except ClientDisconnect:
       return Response(status_code=499)  # nobody reads it; counted as such
