@@ -36,15 +36,13 @@ import numpy as np
 from hecsb_jax import coding
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.models import crbq as crbq_lib
+from hecsb_jax.models import saved_model
 from hecsb_jax.models import distill_losses as dl
-from hecsb_jax.models import hecsb_bottleneck as hb
 from hecsb_jax.models import neural_codec as codec_lib
-from hecsb_jax.models import svb as svb_lib
-from hecsb_jax.models.split import SplitModel
 from hecsb_jax.train.trainer import FitConfig
 
 # The image codec's input: RGB in [0, 1].
-UNIT = pipeline.Normalization((0.0,) * 3, (255.0,) * 3)
+UNIT = saved_model.UNIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +190,15 @@ class Method:
     return np.concatenate([coding.decompress(p, tables) for p in payloads])
 
 
+def _split_model(method: Method, teacher, config, value: float):
+  """The student of ``saved_model.build`` beside the frozen teacher."""
+  student = saved_model.build(
+      method.name, teacher, split=config.split,
+      section=config[method.section].to_dict(), value=value,
+      seed=method.seed(config, value), channels=config.feature_channels)
+  return dl.TeacherStudent(teacher, student)
+
+
 class Hecsb(Method):
   """HECS-B: the teacher's prefix (or a shallow net), a 1×1 measurement."""
 
@@ -210,26 +217,7 @@ class Hecsb(Method):
     return h.acquisition == "prefix" and not h.train_acquisition
 
   def build(self, teacher, config, value):
-    h = config.hecsb
-    rngs = nnx.Rngs(self.seed(config, value))
-    if h.acquisition == "shallow" and not h.train_acquisition:
-      raise ValueError("a from-scratch shallow acquisition must be trained:"
-                       " set hecsb.train_acquisition (split_rd --acquisition"
-                       " shallow does)")
-    if h.acquisition == "prefix":
-      acquisition = hb.TeacherPrefix(nnx.clone(teacher), config.split)
-      channels = config.feature_channels
-    else:
-      acquisition = hb.ShallowAcquisition(tuple(h.shallow_widths),
-                                          rngs=rngs)
-      channels = h.shallow_widths[-1]
-    bottleneck = hb.HecsbBottleneck(
-        acquisition, channels, h.num_measurements, config.feature_channels,
-        decoder_width=h.decoder_width, decoder_blocks=h.decoder_blocks,
-        measurement_init_std=h.measurement_init_std,
-        prior_init_scale=h.prior_init_scale, rngs=rngs)
-    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
-    return dl.TeacherStudent(teacher, student)
+    return _split_model(self, teacher, config, value)
 
 
 class Svb(Method):
@@ -238,15 +226,7 @@ class Svb(Method):
   name, section, values_key, label = "svb", "svb", "betas", "beta"
 
   def build(self, teacher, config, value):
-    s = config.svb
-    rngs = nnx.Rngs(self.seed(config, value))
-    bottleneck = svb_lib.SvbBottleneck(
-        config.feature_channels, s.latent_channels,
-        widths=tuple(s.widths), decoder_width=s.decoder_width,
-        decoder_blocks=s.decoder_blocks,
-        prior_init_scale=s.prior_init_scale, rngs=rngs)
-    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
-    return dl.TeacherStudent(teacher, student)
+    return _split_model(self, teacher, config, value)
 
 
 class Crbq(Method):
@@ -265,15 +245,7 @@ class Crbq(Method):
     return True
 
   def build(self, teacher, config, value):
-    c = config.crbq
-    rngs = nnx.Rngs(self.seed(config, value))
-    bottleneck = crbq_lib.CrbqBottleneck(
-        hb.TeacherPrefix(nnx.clone(teacher), config.split),
-        config.feature_channels, int(value), config.feature_channels,
-        reduction_layers=c.reduction_layers, decoder_width=c.decoder_width,
-        decoder_blocks=c.decoder_blocks, rngs=rngs)
-    student = SplitModel(nnx.clone(teacher), config.split, bottleneck)
-    return dl.TeacherStudent(teacher, student)
+    return _split_model(self, teacher, config, value)
 
   def entropy_model(self, model):
     return None
@@ -302,10 +274,10 @@ class NeuralCodec(Method):
   split = False
 
   def build(self, teacher, config, value):
-    c = config.neural_codec
-    return codec_lib.FactorizedPriorCodec(
-        c.n, c.m, prior_init_scale=c.prior_init_scale,
-        rngs=nnx.Rngs(self.seed(config, value)))
+    return saved_model.build(
+        self.name, teacher, split=config.split,
+        section=config.neural_codec.to_dict(), value=value,
+        seed=self.seed(config, value))
 
   def input_norm(self, config):
     return UNIT

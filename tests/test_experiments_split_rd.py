@@ -322,3 +322,50 @@ def test_limits_measure_the_finished_models(quick):
     # histogram's optimism on few images: it is fitted to them).
     assert 0 < r["entropy_bits_per_image"] <= r["prior_bits_per_image"]
   assert (out / "limits.json").is_file() and (out / "limits.md").is_file()
+
+
+@pytest.mark.slow
+def test_saved_model_rebuilds_every_finished_model_from_its_folder(quick):
+  """`saved_model.load` (what export and the server use) gives the model
+  the experiment restores, leaf for leaf, from the folder alone."""
+  from flax import nnx
+  import jax
+
+  from experiments import split_rd_methods
+  from experiments import split_rd_models
+  from hecsb_jax.configs import split_rd as split_rd_config
+  from hecsb_jax.models import saved_model
+
+  out, _, _ = quick
+  config = split_rd_config.get_config("quick")
+  config.hecsb.betas = (BETA,)
+  teacher = split_rd_models.load_teacher(
+      config, split_rd_models.weights_path(config, _data_dir(), None))
+  folders = sorted((out / "ckpt").iterdir())
+  assert {f.name.split("_")[0] for f in folders} >= {"hecsb", "svb", "crbq"}
+  for folder in folders:
+    loaded = saved_model.load(folder)
+    method = split_rd_methods.METHODS[loaded.method]
+    assert method.model_name(loaded.value) == folder.name
+    reference = method.build(teacher, config, loaded.value)
+    split_rd_models.load_finished_model(method, reference, config,
+                                        loaded.value, folder)
+    want = jax.tree.leaves(nnx.state(method.saved(reference)))
+    got = jax.tree.leaves(nnx.state(loaded.module))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert (loaded.tables is None) == (not method.entropy_coded)
+  x = np.zeros((1, 224, 224, 3), np.uint8)
+  hecsb = saved_model.load(next(f for f in folders
+                                if f.name.startswith("hecsb")))
+  logits = hecsb.module.logits_from_symbols(
+      hecsb.module.edge_symbols(hecsb.normalize(x)))
+  assert logits.shape == (1, 1000)
+
+
+def test_saved_model_names_a_folder_without_a_model(tmp_path):
+  from hecsb_jax.models import saved_model
+
+  with pytest.raises(FileNotFoundError, match=str(tmp_path / "model")):
+    saved_model.load(tmp_path)
