@@ -171,7 +171,7 @@ def main(argv=None):
   if args.quick:
     args.requests, args.images = 10, 16
 
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   model = saved_model.load(args.model_dir)
   payloads = payloads_from_holdout(model, Path(args.data_dir), args.images)

@@ -34,7 +34,7 @@ from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.edge import manifest as manifest_lib
 from hecsb_jax.export import stablehlo
 from hecsb_jax.export import tflite
-from hecsb_jax.models import saved_model
+from hecsb_jax.train import saved_model
 
 VARIANTS = ("jax", "stablehlo", "tflite")
 

@@ -28,7 +28,7 @@ from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_folder
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.data import pretrained
-from hecsb_jax.models import saved_model
+from hecsb_jax.train import saved_model
 
 EDGE_JAX = ("the model's edge function as jitted JAX + its coder"
             " (coding.compress); Pillow's encode for JPEG/WebP/PNG")

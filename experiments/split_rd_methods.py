@@ -36,7 +36,7 @@ import numpy as np
 from hecsb_jax import coding
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.models import crbq as crbq_lib
-from hecsb_jax.models import saved_model
+from hecsb_jax.train import saved_model
 from hecsb_jax.models import distill_losses as dl
 from hecsb_jax.models import neural_codec as codec_lib
 from hecsb_jax.train.trainer import FitConfig

@@ -13,7 +13,7 @@ import numpy as np
 
 from hecsb_jax import coding
 from hecsb_jax.entropy import build_tables
-from hecsb_jax.models import saved_model
+from hecsb_jax.train import saved_model
 from hecsb_jax.serve import app as app_lib
 
 TOKEN = "s3cret-token"

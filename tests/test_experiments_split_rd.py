@@ -334,7 +334,7 @@ def test_saved_model_rebuilds_every_finished_model_from_its_folder(quick):
   from experiments import split_rd_methods
   from experiments import split_rd_models
   from hecsb_jax.configs import split_rd as split_rd_config
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   out, _, _ = quick
   config = split_rd_config.get_config("quick")
@@ -365,7 +365,7 @@ def test_saved_model_rebuilds_every_finished_model_from_its_folder(quick):
 
 
 def test_saved_model_names_a_folder_without_a_model(tmp_path):
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   with pytest.raises(FileNotFoundError, match=str(tmp_path / "model")):
     saved_model.load(tmp_path)

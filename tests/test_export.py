@@ -114,7 +114,7 @@ def _random_teacher():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   teacher = saved_model.backbone_skeleton("efficientnet_lite0")
   rng = np.random.default_rng(1)
@@ -140,7 +140,7 @@ def _save_tiny_model(model_dir, method="hecsb"):
   from flax import nnx
   from hecsb_jax import entropy
   from hecsb_jax.configs import split_rd
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
   from hecsb_jax.train.checkpoint import TrainCheckpointer
 
   section = split_rd.get_config("quick")[method].to_dict()
@@ -171,7 +171,7 @@ def _save_tiny_model(model_dir, method="hecsb"):
 def exported(tmp_path_factory):
   """(model folder, export folder, loaded model) of the tiny HECS-B."""
   from hecsb_jax.export import __main__ as export_cli
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   root = tmp_path_factory.mktemp("export")
   _save_tiny_model(root / "hecsb_beta0.0001")
@@ -290,7 +290,7 @@ def test_svb_heads_reproduce_the_jax_head(tmp_path):
   from hecsb_jax.export import folder
   from hecsb_jax.export import stablehlo
   from hecsb_jax.export import tflite
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   section = split_rd.get_config("quick")["svb"].to_dict()
   module = saved_model.build("svb", _random_teacher(), split="block4",

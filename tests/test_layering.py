@@ -59,6 +59,10 @@ LAYERS = (
     Layer("package root", ("hecsb_jax",), peers=False),
     # What an edge device installs: numpy and the C extension only.
     Layer("coder", ("hecsb_jax.coding",), peers=False),
+    # The edge client (LiteRT head, Pillow preprocessing, HTTP), also
+    # JAX-free: below the library, so evaluation shares its preprocessing
+    # and export writes its manifest type.
+    Layer("edge", ("hecsb_jax.edge",), peers=False),
     # Pure library code: models, measurements, entropy model, data, configs.
     Layer(
         "library",
@@ -74,7 +78,7 @@ LAYERS = (
     Layer("training", ("hecsb_jax.train",), peers=False),
     Layer(
         "deployment",
-        ("hecsb_jax.export", "hecsb_jax.serve", "hecsb_jax.edge"),
+        ("hecsb_jax.export", "hecsb_jax.serve"),
         peers=False,
     ),
     # Command-line entry points; nothing under hecsb_jax/ imports them.
@@ -248,7 +252,11 @@ def test_walker_sees_every_kind_of_import(module, source, want):
         ("hecsb_jax.entropy", "hecsb_jax.coding", True),
         ("hecsb_jax.configs", "hecsb_jax.cs", True),
         ("hecsb_jax.cs", "hecsb_jax.train", False),
-        ("hecsb_jax.models", "hecsb_jax.edge", False),
+        ("hecsb_jax.models", "hecsb_jax.serve", False),
+        ("hecsb_jax.data", "hecsb_jax.edge", True),
+        ("hecsb_jax.edge", "hecsb_jax.data", False),
+        ("hecsb_jax.edge", "hecsb_jax.coding", True),
+        ("hecsb_jax.export", "hecsb_jax.edge", True),
         ("hecsb_jax.train", "hecsb_jax.models", True),
         ("hecsb_jax.train", "hecsb_jax.export", False),
         ("hecsb_jax.train", "experiments", False),

@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
   """Runs the export; returns the manifest dict (with "seconds")."""
   args = parse_args(argv)
   # Imported after parsing, so that --help does not wait for JAX.
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
 
   try:
     model = saved_model.load(args.checkpoint)
@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
 
 
 def _cli() -> int:
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
   try:
     main()
   # OSError: e.g. --out names a file; its message names the path.

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hecsb_jax.models import efficientnet_lite
-from hecsb_jax.models import saved_model
+from hecsb_jax.train import saved_model
 
 # Entropy-coded split methods whose edge ends in int32 symbols. CR+BQ sends
 # a QuantizedTensor and the image codec an image latent: later work.

@@ -71,7 +71,7 @@ def main(argv=None) -> None:
   token = read_token(args.token_file)  # before the slow model load
   import uvicorn
 
-  from hecsb_jax.models import saved_model
+  from hecsb_jax.train import saved_model
   from hecsb_jax.serve import app as app_lib
 
   try:

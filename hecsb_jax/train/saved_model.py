@@ -36,6 +36,7 @@ from hecsb_jax.models import neural_codec as codec_lib
 from hecsb_jax.models import resnet
 from hecsb_jax.models import svb as svb_lib
 from hecsb_jax.models.split import SplitModel
+from hecsb_jax.train.checkpoint import TrainCheckpointer
 
 # Method name -> (its fingerprint section, the key of its setting). The
 # folder of a model is ``<method>_<label><value>``.
@@ -185,9 +186,6 @@ class SavedModel:
 
 def read_record(model_dir: str | os.PathLike) -> dict:
   """The JSON record (``fingerprint``, ``summary``) of a finished model."""
-  # Imported here: orbax is heavy and only loading needs it.
-  from hecsb_jax.train.checkpoint import TrainCheckpointer
-
   ckpt = Path(model_dir) / "model"
   if not ckpt.is_dir():
     raise FileNotFoundError(
@@ -222,8 +220,6 @@ def load(model_dir: str | os.PathLike) -> SavedModel:
       the method needs one); the message names the path.
     SavedModelError: a record this code cannot rebuild.
   """
-  from hecsb_jax.train.checkpoint import TrainCheckpointer
-
   model_dir = Path(model_dir)
   record = read_record(model_dir)
   fingerprint = record.get("fingerprint") or {}
@@ -245,6 +241,11 @@ def load(model_dir: str | os.PathLike) -> SavedModel:
   try:
     state, _ = checkpointer.restore(checkpointer.latest_step(),
                                     nnx.state(module))
+  except (KeyError, ValueError, OSError) as e:
+    # orbax names neither the folder nor what is wrong in plain words.
+    raise SavedModelError(
+        f"{model_dir / 'model'}: the checkpoint does not hold this model's"
+        f" arrays (corrupt, or written by other code): {e!r}"[:2000]) from e
   finally:
     checkpointer.close()
   nnx.update(module, state)
