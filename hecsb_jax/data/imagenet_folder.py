@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from hecsb_jax.data.errors import DataFormatError
+from hecsb_jax.edge import preprocess
 
 SPLITS = ("dev", "holdout")
 LABEL_COLUMNS = ("filename", "wnid", "class_index", "class_name")
@@ -166,27 +166,12 @@ def decode_center_crop(
     FileNotFoundError: no such file.
     DataFormatError: Pillow cannot decode it.
   """
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: image not found")
   try:
-    with Image.open(path) as img:
-      img = img.convert("RGB")  # also forces the full decode
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise DataFormatError(
-        f"{path}: expected an image Pillow can decode: {e}"
-    ) from e
-  w, h = img.size
-  # torchvision's rule: the longer side is truncated, not rounded.
-  if w <= h:
-    size = (resize, int(resize * h / w))
-  else:
-    size = (int(resize * w / h), resize)
-  img = img.resize(size, Image.Resampling.BICUBIC)
-  left = round((size[0] - crop) / 2.0)
-  top = round((size[1] - crop) / 2.0)
-  img = img.crop((left, top, left + crop, top + crop))
-  return np.asarray(img, dtype=np.uint8)
+    # The edge client's function (JAX-free): the pixels a deployed head
+    # gets are the ones it was scored on.
+    return preprocess.preprocess_file(path, resize, crop, "bicubic")
+  except preprocess.ImageDecodeError as e:
+    raise DataFormatError(str(e)) from e
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ from PIL import Image
 from hecsb_jax.data.errors import DataFormatError
 from hecsb_jax.data.imagenet_folder import Example
 from hecsb_jax.data.tfds_reader import import_tfds
+from hecsb_jax.edge import preprocess
 
 IMAGE_SIZE = 224
 RESIZE = 256
@@ -343,24 +344,9 @@ def train_transform(
   return {"image": np.asarray(img, np.uint8), "label": element["label"]}
 
 
-def resize_center_crop(
-    img: Image.Image, resize: int = RESIZE, crop: int = IMAGE_SIZE,
-    interpolation: str = "bicubic",
-) -> np.ndarray:
-  """Shorter side to ``resize``, centre ``crop`` -> [crop, crop, 3] uint8.
-
-  The rule of `imagenet_folder.decode_center_crop` (torchvision's: the
-  longer side is truncated), with a choice of filter.
-  """
-  w, h = img.size
-  if w <= h:
-    size = (resize, int(resize * h / w))
-  else:
-    size = (int(resize * w / h), resize)
-  img = img.resize(size, _RESAMPLE[interpolation])
-  left = int(round((size[0] - crop) / 2.0))
-  top = int(round((size[1] - crop) / 2.0))
-  return np.asarray(img.crop((left, top, left + crop, top + crop)), np.uint8)
+# The evaluation crop is the edge client's own function (JAX-free), so a
+# deployed head sees exactly the pixels it was scored on.
+resize_center_crop = preprocess.resize_center_crop
 
 
 # -------------------------------------------------------------- pipelines
