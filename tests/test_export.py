@@ -193,6 +193,8 @@ def test_export_folder_matches_the_manifest_contract(exported):
 
   model_dir, out, model = exported
   m = manifest_lib.load_manifest(out)
+  # Written through the edge's Manifest: nothing it would not read back.
+  assert json.loads((out / "manifest.json").read_text()) == m.to_dict()
   assert (m.model, m.method, m.setting) == ("hecsb_beta0.0001", "hecsb",
                                             {"beta": 1e-4})
   assert m.model_id == coding.model_id(model.tables).hex()

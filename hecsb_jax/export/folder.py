@@ -1,17 +1,14 @@
 """Writes an export folder: the head twice (StableHLO, .tflite), the
 coding tables and manifest.json, as hecsb_jax/edge/manifest.py specifies.
 
-The manifest is written here as a plain dict: the deployment layer's
-packages may not import each other (tests/test_layering.py), so export
-cannot use `hecsb_jax.edge.manifest.Manifest`; tests/test_export.py reads
-every written manifest back through `load_manifest`, which holds the two
-in step.
+The manifest is built as `hecsb_jax.edge.manifest.Manifest`, the one
+definition the edge client reads back (the edge package is a JAX-free
+layer below export: tests/test_layering.py).
 """
 
 from __future__ import annotations
 
 from importlib import metadata
-import json
 import os
 from pathlib import Path
 import shutil
@@ -19,14 +16,14 @@ import time
 
 from hecsb_jax import coding
 from hecsb_jax.data import imagenet_pipeline as pipeline
+from hecsb_jax.edge import manifest as manifest_lib
 from hecsb_jax.export import head as head_lib
 from hecsb_jax.export import stablehlo
 from hecsb_jax.export import tflite
 from hecsb_jax.train import saved_model
 
-FILES = {"tflite": "head.tflite", "stablehlo": "head.stablehlo",
-         "tables": "tables.npz"}
-MANIFEST = "manifest.json"
+FILES = manifest_lib.Files().to_dict()
+MANIFEST = manifest_lib.FILENAME
 # Packages whose versions made the artifacts (recorded, not checked).
 _VERSIONED = ("hecsb_jax", "jax", "jaxlib", "flax", "numpy",
               "litert-converter", "ai-edge-litert")
@@ -42,33 +39,41 @@ def _versions() -> dict:
   return found
 
 
-def manifest_dict(model: saved_model.SavedModel, symbols_shape) -> dict:
-  """The manifest.json object of ``model`` (hecsb_jax/edge/manifest.py)."""
-  return {
-      "format": 1,
-      "model": model.name,
-      "method": model.method,
-      "setting": {saved_model.METHODS[model.method]: model.value},
-      "model_id": coding.model_id(model.tables).hex(),
-      "backbone": model.backbone,
-      "split": model.split,
-      "input": {
-          "size": model.image_size,
+def build_manifest(model: saved_model.SavedModel,
+                   symbols_shape) -> manifest_lib.Manifest:
+  """The `Manifest` of ``model``'s export (hecsb_jax/edge/manifest.py).
+
+  Args:
+    model: a loaded hecsb or svb model.
+    symbols_shape: the head's output shape, [1, h, w, m].
+
+  Raises:
+    manifest_lib.ManifestError: a field the edge could not read back (the
+      manifest is validated as `load_manifest` will validate it).
+  """
+  manifest = manifest_lib.Manifest(
+      model=model.name,
+      method=model.method,
+      setting={saved_model.METHODS[model.method]: float(model.value)},
+      model_id=coding.model_id(model.tables).hex(),
+      backbone=model.backbone,
+      split=model.split,
+      input=manifest_lib.InputSpec(
+          size=model.image_size,
           # The evaluation crop: shorter side to size * 256 / 224.
-          "resize": round(model.image_size * pipeline.RESIZE
-                          / pipeline.IMAGE_SIZE),
-          "interpolation": model.interpolation,
-          "layout": "NHWC", "dtype": "float32", "range": [0, 255],
-      },
-      "normalization": {"mean": [float(v) for v in model.norm.mean],
-                        "std": [float(v) for v in model.norm.std]},
-      "symbols": {"shape": [int(n) for n in symbols_shape[1:]],
-                  "dtype": "int32"},
-      "files": dict(FILES),
-      "versions": _versions(),
-      "training": {"fingerprint": model.fingerprint,
-                   "summary": model.summary},
-  }
+          resize=round(model.image_size * pipeline.RESIZE
+                       / pipeline.IMAGE_SIZE),
+          interpolation=model.interpolation),
+      normalization=manifest_lib.Normalization(
+          tuple(float(v) for v in model.norm.mean),
+          tuple(float(v) for v in model.norm.std)),
+      symbols=manifest_lib.SymbolSpec(
+          tuple(int(n) for n in symbols_shape[1:])),
+      versions=_versions(),
+      training={"fingerprint": model.fingerprint, "summary": model.summary})
+  # Written only if the edge's own reader accepts it.
+  manifest_lib.Manifest.from_dict(manifest.to_dict())
+  return manifest
 
 
 def export_model(model: saved_model.SavedModel, out_dir: str | os.PathLike,
@@ -115,8 +120,7 @@ def export_model(model: saved_model.SavedModel, out_dir: str | os.PathLike,
     model.tables.save_npz(out_dir / FILES["tables"])
   # The manifest last: a folder without one is an unfinished export, and
   # load_manifest says so.
-  manifest = manifest_dict(model, exported.out_avals[0].shape)
-  (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-  log(f"{out_dir / MANIFEST}: model {manifest['model']}, id"
-      f" {manifest['model_id']}")
-  return dict(manifest, seconds=seconds)
+  manifest = build_manifest(model, exported.out_avals[0].shape)
+  path = manifest.save(out_dir)
+  log(f"{path}: model {manifest.model}, id {manifest.model_id}")
+  return dict(manifest.to_dict(), seconds=seconds)
