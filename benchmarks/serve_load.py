@@ -143,7 +143,8 @@ async def run_clients(url, token, payloads, clients, requests):
   wall_s = time.perf_counter() - start
   ms = np.array(latencies) * 1e3
   return {
-      "requests": clients * requests, "ok": len(batches) - len(wrong), "lost": len(lost),
+      "requests": clients * requests, "ok": len(batches) - len(wrong),
+      "lost": len(lost),
       "wrong": len(wrong), "wall_s": wall_s,
       "throughput_per_s": len(batches) / wall_s,
       "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
