@@ -180,8 +180,8 @@ def main(argv=None):
   del model  # the servers load their own copy
   token = secrets.token_hex(16)
   modes = {
-      "batching": ["--max-batch", str(args.max_batch), "--batch-wait-ms",
-                   str(args.batch_wait_ms)],
+      "batching": ["--batching", "on", "--max-batch", str(args.max_batch),
+                   "--batch-wait-ms", str(args.batch_wait_ms)],
       "no batching": ["--no-batching"],
   }
   results = {}

@@ -2,8 +2,8 @@
 
     python -m hecsb_jax.serve runs/split_rd_v2/ckpt/hecsb_beta0.0003 \\
         [--host 127.0.0.1 --port 8000 --token-file PATH \\
-         --max-body-bytes N --max-batch 16 --batch-wait-ms 2 \\
-         --no-batching]
+         --max-body-bytes N --batching auto|on|off --max-batch 16 \\
+         --batch-wait-ms 2]
 
 The token comes from --token-file (stripped) or the environment variable
 HECSB_TOKEN; without one the server refuses to start. The model is loaded
@@ -57,8 +57,14 @@ def parse_args(argv):
                  help="a body not received in this time gets 408")
   p.add_argument("--max-batch", type=int, default=16)
   p.add_argument("--batch-wait-ms", type=float, default=2.0)
-  p.add_argument("--no-batching", action="store_true",
-                 help="one forward pass per request")
+  p.add_argument(
+      "--batching", choices=("auto", "on", "off"), default="auto",
+      help="gather concurrent requests into one forward pass; auto: on"
+      " an accelerator only (benchmarks/serve_load.py measured that on a"
+      " CPU it lowers throughput: the tail costs the same per image at"
+      " batch 1 as at 16)")
+  p.add_argument("--no-batching", dest="batching", action="store_const",
+                 const="off", help="same as --batching off")
   p.add_argument("--keep-alive-s", type=float, default=5.0,
                  help="idle time before a persistent connection closes")
   p.add_argument("--limit-concurrency", type=int, default=256,
@@ -69,11 +75,14 @@ def parse_args(argv):
 def main(argv=None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   token = read_token(args.token_file)  # before the slow model load
+  import jax
   import uvicorn
 
   from hecsb_jax.train import saved_model
   from hecsb_jax.serve import app as app_lib
 
+  batching = args.batching == "on" or (
+      args.batching == "auto" and jax.default_backend() != "cpu")
   try:
     model = saved_model.load(args.checkpoint)
   except (FileNotFoundError, saved_model.SavedModelError) as e:
@@ -82,7 +91,7 @@ def main(argv=None) -> None:
       model, token, max_body_bytes=args.max_body_bytes,
       body_timeout_s=args.body_timeout_s, max_batch=args.max_batch,
       batch_wait_ms=args.batch_wait_ms,
-      batching_enabled=not args.no_batching)
+      batching_enabled=batching)
   uvicorn.run(app, host=args.host, port=args.port,
               timeout_keep_alive=args.keep_alive_s,
               limit_concurrency=args.limit_concurrency,
