@@ -15,14 +15,23 @@ fraction equal).
 `StandInServer` is a JAX-free HTTP server on a thread that implements the
 predict contract (bearer token, content type, the container's model id and
 shape, the JSON answer and error statuses) with `coding.decompress` and a
-fixed linear "tail", for tests that must not depend on the real server.
+fixed linear "tail", for tests of the client alone.
+
+The real pieces, for tests of the whole path (these import JAX, the
+converter and the server when called, never at import, so the client's
+tests stay JAX-free): `export_toy_model` exports the server tests' tiny
+HECS-B model (tests/serve_fixtures.py) with `hecsb_jax.export`'s own
+`export_model`, and `real_server` runs `hecsb_jax.serve`'s app on it under
+uvicorn in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 from pathlib import Path
+import socket
 import threading
 import time
 
@@ -264,3 +273,66 @@ class StandInServer:
   def __exit__(self, *exc) -> None:
     self._httpd.shutdown()
     self._httpd.server_close()
+
+
+# ------------------------------------------------------------ real pieces
+
+
+def export_toy_model(directory, name: str = "toy_hecsb"):
+  """The server tests' tiny random HECS-B model, exported as a trained one.
+
+  `serve_fixtures.tiny_model` (32x32 input, symbols [8, 8, 4]) through
+  `hecsb_jax.export.folder.export_model`, the function `python -m
+  hecsb_jax.export` runs after loading a folder: a converted head.tflite,
+  its tables and manifest.json. About 10 s on 2 busy cores.
+
+  Returns:
+    (SavedModel, Manifest loaded from ``directory``).
+  """
+  import serve_fixtures  # pylint: disable=import-outside-toplevel
+  from hecsb_jax.export import folder  # pylint: disable=import-outside-toplevel
+  model = serve_fixtures.tiny_model(name)
+  folder.export_model(model, directory, log=None)
+  return model, manifest_lib.load_manifest(directory)
+
+
+def jax_offline(model, pixels: np.ndarray):
+  """What the JAX model gives for uint8 crops [B, S, S, 3], no export,
+  no server: (symbols int32 [B, h, w, m] of `edge_symbols`, classes [B]
+  of `logits_from_symbols` on them)."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  x = model.normalize(pixels)
+  symbols = np.asarray(nnx.jit(lambda m, x: m.edge_symbols(x))(
+      model.module, x))
+  logits = np.asarray(nnx.jit(lambda m, s: m.logits_from_symbols(s))(
+      model.module, symbols))
+  return symbols, logits.argmax(axis=-1)
+
+
+@contextlib.contextmanager
+def real_server(model, token: str, **app_kwargs):
+  """`hecsb_jax.serve.app.create_app(model, token)` under uvicorn on a
+  thread, on a free port of 127.0.0.1; yields its URL."""
+  import uvicorn  # pylint: disable=import-outside-toplevel
+  from hecsb_jax.serve import app as app_lib  # pylint: disable=import-outside-toplevel
+  app = app_lib.create_app(model, token, **app_kwargs)
+  sock = socket.socket()
+  sock.bind(("127.0.0.1", 0))
+  server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                         access_log=False))
+  thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                            daemon=True)
+  thread.start()
+  try:
+    deadline = time.monotonic() + 120
+    while not server.started:
+      if not thread.is_alive():
+        raise RuntimeError("uvicorn exited during start-up")
+      if time.monotonic() > deadline:
+        raise RuntimeError("uvicorn did not start in 120 s")
+      time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+  finally:
+    server.should_exit = True
+    thread.join(15)
+    sock.close()

@@ -1,8 +1,11 @@
 """The edge client: preprocessing, the LiteRT head, the HTTP client, the CLI.
 
-Uses a hand-built .tflite head and a JAX-free stand-in server
-(tests/edge_fixtures.py); tests/test_edge_env.py runs the client against
-the real server from an environment without JAX.
+The client alone: a hand-built .tflite head and a JAX-free stand-in
+server (tests/edge_fixtures.py), milliseconds each. The real pieces (a
+head exported by hecsb_jax.export, the real server) are in
+tests/test_edge_path.py (the whole path against the JAX model offline),
+tests/test_edge_env.py (from an environment without JAX) and
+tests/test_edge_aarch64.py (as aarch64 code under qemu).
 """
 
 import json

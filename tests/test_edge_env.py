@@ -4,10 +4,10 @@ Builds a fresh virtual environment, installs the edge distribution into it
 as README says (`pip install -c constraints.txt ./edge`, from a copy of
 the files a clean clone has, so nothing is written into the checkout),
 checks that `import jax` fails there and that pip lists none of jax, flax,
-optax or orbax, then runs `python -m hecsb_jax.edge` from it against
-servers in this process: the JAX-free stand-in (tests/edge_fixtures.py)
-and the real one (hecsb_jax.serve under uvicorn, on the server tests' toy
-model, with a head built for that model's shapes and tables). Needs the
+optax or orbax, then runs `python -m hecsb_jax.edge` from it on a real
+export (the server tests' toy HECS-B model through `hecsb_jax.export`'s
+export_model) against the real server (hecsb_jax.serve under uvicorn, in
+this process): its predictions are the JAX model's offline ones. Needs the
 package registry: skips, saying so, when pip cannot reach it (CI can).
 """
 
@@ -15,11 +15,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 import venv
 from pathlib import Path
 
@@ -98,95 +95,49 @@ def test_edge_env_has_no_jax(edge_python):
   assert result.stdout.strip() == "['coding', 'edge']"
 
 
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+  """(model, manifest, URL): the toy exported and served for real."""
+  model, manifest = fx.export_toy_model(
+      tmp_path_factory.mktemp("edge_env_export") / "export")
+  with fx.real_server(model, TOKEN, max_batch=2, batch_wait_ms=1) as url:
+    yield model, manifest, url
+
+
 @pytest.mark.slow
-def test_edge_env_client_against_a_server(edge_python, tmp_path):
-  manifest = fx.write_tiny_export(tmp_path / "export")
+def test_edge_env_client_against_the_real_server(edge_python, deployed,
+                                                 tmp_path):
+  model, manifest, url = deployed
   images = []
-  for i, size in enumerate([(320, 240), (240, 330)]):
+  for i, size in enumerate([(48, 40), (37, 52)]):
     pixels = np.random.default_rng(i).integers(0, 256, (*size[::-1], 3),
                                                np.uint8)
     images.append(tmp_path / f"im{i}.jpg")
     Image.fromarray(pixels).save(images[-1])
   token_file = tmp_path / "token"
   token_file.write_text(TOKEN)
-  tables = coding.load_tables(manifest.path("tables"))
-  with fx.StandInServer(tables, TOKEN) as server:
-    result = _run(edge_python, "-m", "hecsb_jax.edge", *map(str, images),
-                  "--export", str(manifest.directory), "--server",
-                  server.url, "--token-file", str(token_file), "--json",
-                  env={**os.environ, "PYTHONPATH": ""})
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(l) for l in result.stdout.splitlines()]
-    assert len(lines) == 2 and server.connections == 1
-    for line, data in zip(lines, server.requests):
-      symbols = coding.decompress(data, tables)
-      assert line["class"] == int(np.argmax(fx.tail_logits(symbols)))
-      assert line["num_bytes"] == len(data)
-    refused = _run(edge_python, "-m", "hecsb_jax.edge", str(images[0]),
-                   "--export", str(manifest.directory), "--server",
-                   server.url, "--token", "wrong")
+  result = _run(edge_python, "-m", "hecsb_jax.edge", *map(str, images),
+                "--export", str(manifest.directory), "--server", url,
+                "--token-file", str(token_file), "--json",
+                env={**os.environ, "PYTHONPATH": ""})
+  assert result.returncode == 0, result.stderr[-3000:]
+  answers = [json.loads(l) for l in result.stdout.splitlines()]
+  # What the JAX model gives offline for the same crops.
+  from hecsb_jax.edge import preprocess  # pylint: disable=g-import-not-at-top
+  pixels = np.stack([preprocess.preprocess_file(
+      i, manifest.input.resize, manifest.input.size) for i in images])
+  symbols, classes = fx.jax_offline(model, pixels)
+  assert [a["class"] for a in answers] == classes.tolist()
+  for answer, s in zip(answers, symbols):
+    assert answer["model"] == model.name and answer["batch"] >= 1
+    # As many bytes as the JAX symbols' container (the CLI prints the
+    # size; tests/test_edge_path.py compares the bytes themselves).
+    assert answer["num_bytes"] == len(coding.compress(s[None],
+                                                      model.tables))
+    assert set(answer["timings_ms"]) == {"preprocess", "head", "coding",
+                                         "network", "server", "total"}
+  refused = _run(edge_python, "-m", "hecsb_jax.edge", str(images[0]),
+                 "--export", str(manifest.directory), "--server", url,
+                 "--token", "wrong")
   assert refused.returncode == 1
   assert "HTTP 401: missing or wrong token" in refused.stderr
-
-
-@pytest.fixture(scope="module")
-def live_server():
-  """(URL, model) of the real server (hecsb_jax.serve under uvicorn, in a
-  thread here) on the server tests' toy HECS-B model."""
-  serve_fixtures = pytest.importorskip("serve_fixtures")
-  uvicorn = pytest.importorskip("uvicorn")
-  from hecsb_jax.serve import app as app_lib  # pylint: disable=g-import-not-at-top
-  model = serve_fixtures.tiny_model()
-  app = app_lib.create_app(model, TOKEN, max_batch=2, batch_wait_ms=1)
-  sock = socket.socket()
-  sock.bind(("127.0.0.1", 0))
-  server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                         access_log=False))
-  thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                            daemon=True)
-  thread.start()
-  deadline = time.monotonic() + 120
-  while not server.started:
-    assert thread.is_alive(), "uvicorn exited during start-up"
-    assert time.monotonic() < deadline, "uvicorn did not start in 120 s"
-    time.sleep(0.05)
-  yield f"http://127.0.0.1:{sock.getsockname()[1]}", model
-  server.should_exit = True
-  thread.join(15)
-  sock.close()
-
-
-@pytest.mark.slow
-def test_edge_env_client_against_the_real_server(edge_python, live_server,
-                                                 tmp_path):
-  url, model = live_server
-  size = model.image_size
-  # A head with the toy model's input size, symbol shape and tables: the
-  # server decodes its symbols and runs its tail on them.
-  shape = tuple(np.asarray(model.module.edge_symbols(
-      np.zeros((1, size, size, 3), np.float32))).shape[1:])
-  manifest = fx.write_tiny_export(
-      tmp_path / "export", name=model.name, input_size=size,
-      resize=size + 4, pool_size=size // shape[0], channels=shape[2],
-      tables=model.tables)
-  image = tmp_path / "im.png"
-  Image.fromarray(np.random.default_rng(3).integers(
-      0, 256, (48, 40, 3), np.uint8)).save(image)
-  result = _run(edge_python, "-m", "hecsb_jax.edge", str(image), "--export",
-                str(manifest.directory), "--server", url, "--token", TOKEN,
-                "--json")
-  assert result.returncode == 0, result.stderr[-3000:]
-  answer = json.loads(result.stdout)
-  # The same bytes here (same LiteRT) give the offline prediction.
-  from hecsb_jax.edge import head as head_lib  # pylint: disable=g-import-not-at-top
-  from hecsb_jax.edge import preprocess  # pylint: disable=g-import-not-at-top
-  head = head_lib.Head.from_manifest(manifest)
-  pixels = preprocess.preprocess_file(image, size + 4, size)
-  data = coding.compress(head(pixels[None].astype(np.float32)), model.tables)
-  assert answer["num_bytes"] == len(data)
-  logits = np.asarray(model.module.logits_from_symbols(
-      coding.decompress(data, model.tables)))[0]
-  assert answer["class"] == int(np.argmax(logits))
-  assert answer["model"] == model.name and answer["batch"] >= 1
-  assert set(answer["timings_ms"]) == {"preprocess", "head", "coding",
-                                       "network", "server", "total"}
