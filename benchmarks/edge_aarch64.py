@@ -284,8 +284,9 @@ def main(argv=None) -> int:
     if missing:
       raise SetupError(f"missing host tools: {', '.join(missing)} (Debian:"
                        " qemu-user gcc-aarch64-linux-gnu dpkg apt)")
-    images = [i.resolve() for i in args.image] or holdout_images(
-        args.data_dir, args.images)
+    # Absolute: the emulated client runs in another working folder.
+    images = [i.resolve() for i in args.image or holdout_images(
+        args.data_dir, args.images)]
     root = ensure_root(args.cache)
     site = ensure_site(args.cache, args.litert)
     token = client_lib.read_token(args.token_file)
