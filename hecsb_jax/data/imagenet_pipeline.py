@@ -169,17 +169,10 @@ def decode_image(path: str | os.PathLike,
     FileNotFoundError: no such file (named).
     DataFormatError: Pillow cannot decode it (named, with Pillow's reason).
   """
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: image not found")
   try:
-    with Image.open(path) as img:
-      if draft_shorter_side:
-        img.draft("RGB", (draft_shorter_side, draft_shorter_side))
-      return img.convert("RGB")  # also forces the full decode
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise DataFormatError(
-        f"{path}: expected an image Pillow can decode: {e}") from e
+    return preprocess.load_rgb(path, draft_shorter_side)
+  except preprocess.ImageDecodeError as e:
+    raise DataFormatError(str(e)) from e
 
 
 class FileSource(grain.RandomAccessDataSource):

@@ -64,8 +64,15 @@ def resize_center_crop(
   return np.asarray(img.crop((left, top, left + crop, top + crop)), np.uint8)
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike,
+             draft_shorter_side: int | None = None) -> Image.Image:
   """Decodes an image file to RGB (grayscale and palette converted).
+
+  Args:
+    path: a file Pillow reads.
+    draft_shorter_side: if given, a JPEG is decoded at the smallest of its
+      1/1, 1/2, 1/4, 1/8 scales whose shorter side is still at least this
+      (much faster for multi-megapixel photos; training's random crops).
 
   Raises:
     FileNotFoundError: no such file (named).
@@ -76,6 +83,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     raise FileNotFoundError(f"{path}: image not found")
   try:
     with Image.open(path) as img:
+      if draft_shorter_side:
+        img.draft("RGB", (draft_shorter_side, draft_shorter_side))
       return img.convert("RGB")  # also forces the full decode
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise ImageDecodeError(
