@@ -3,11 +3,13 @@
     python -m hecsb_jax.serve runs/split_rd_v2/ckpt/hecsb_beta0.0003 \\
         [--host 127.0.0.1 --port 8000 --token-file PATH \\
          --max-body-bytes N --batching auto|on|off --max-batch 16 \\
-         --batch-wait-ms 2]
+         --batch-wait-ms 2 --tables PATH]
 
 The token comes from --token-file (stripped) or the environment variable
 HECSB_TOKEN; without one the server refuses to start. The model is loaded
-and every batch size compiled before the port opens.
+and every batch size compiled before the port opens. --tables decodes
+payloads with another export's tables (an int8 head's, DIR/int8/tables.npz
+from `python -m hecsb_jax.export --int8`); the tail stays CHECKPOINT's.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def parse_args(argv):
                  help="idle time before a persistent connection closes")
   p.add_argument("--limit-concurrency", type=int, default=256,
                  help="connections + tasks before new ones get 503")
+  p.add_argument("--tables", help="coding tables .npz to decode with"
+                 " instead of CHECKPOINT's (e.g. an int8 export's"
+                 " int8/tables.npz); the server's model id becomes theirs")
   return p.parse_args(argv)
 
 
@@ -78,6 +83,7 @@ def main(argv=None) -> None:
   import jax
   import uvicorn
 
+  from hecsb_jax import coding
   from hecsb_jax.train import saved_model
   from hecsb_jax.serve import app as app_lib
 
@@ -87,11 +93,21 @@ def main(argv=None) -> None:
     model = saved_model.load(args.checkpoint)
   except (FileNotFoundError, saved_model.SavedModelError) as e:
     raise SystemExit(str(e)) from None
-  app = app_lib.create_app(
-      model, token, max_body_bytes=args.max_body_bytes,
-      body_timeout_s=args.body_timeout_s, max_batch=args.max_batch,
-      batch_wait_ms=args.batch_wait_ms,
-      batching_enabled=batching)
+  tables = None
+  if args.tables is not None:
+    try:
+      tables = coding.load_tables(args.tables)
+    except (OSError, ValueError) as e:
+      raise SystemExit(f"{args.tables}: cannot read coding tables ({e})"
+                       ) from None
+  try:
+    app = app_lib.create_app(
+        model, token, max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        batching_enabled=batching, tables=tables)
+  except ValueError as e:  # e.g. tables for another channel count
+    raise SystemExit(str(e)) from None
   uvicorn.run(app, host=args.host, port=args.port,
               timeout_keep_alive=args.keep_alive_s,
               limit_concurrency=args.limit_concurrency,

@@ -98,7 +98,8 @@ def _error(status: int, message: str, **headers) -> JSONResponse:
 class _Server:
   """The state behind the routes: model, tables, batcher, metrics."""
 
-  def __init__(self, model, config: ServerConfig, warm_up: bool):
+  def __init__(self, model, config: ServerConfig, warm_up: bool,
+               tables=None):
     if model.method not in CODED_METHODS or model.tables is None:
       raise ValueError(
           f"{model.name}: the server takes entropy-coded split models"
@@ -106,11 +107,17 @@ class _Server:
     self.model = model
     self.config = config
     self._token = config.token.strip().encode()
-    self.tables = model.tables
-    self.model_id = coding.model_id(model.tables)
+    # Other tables (an int8 export's) only change how payloads decode;
+    # the tail, fed the decoded symbols, is the model's.
+    self.tables = model.tables if tables is None else tables
+    self.model_id = coding.model_id(self.tables)
     self.predictor = predictor_lib.Predictor(
         model.module, model.image_size, config.max_batch)
     self.shape = (1, *self.predictor.symbol_shape)
+    if self.tables.num_channels != self.shape[-1]:
+      raise ValueError(
+          f"{model.name}: tables for {self.tables.num_channels} channels,"
+          f" but the model's symbols have {self.shape[-1]}")
     if warm_up:
       self.predictor.warm_up()
     self.metrics = metrics_lib.ServerMetrics(config.max_batch)
@@ -275,7 +282,8 @@ class _Observed:
 
 def create_app(model, token: str, *, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
                body_timeout_s=DEFAULT_BODY_TIMEOUT_S, max_batch=16,
-               batch_wait_ms=2.0, batching_enabled=True, warm_up=True):
+               batch_wait_ms=2.0, batching_enabled=True, warm_up=True,
+               tables=None):
   """The ASGI app serving `model` (uvicorn runs it; tests call it).
 
   Args:
@@ -290,6 +298,9 @@ def create_app(model, token: str, *, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
     batching_enabled: False runs one pass per request (max_batch 1).
     warm_up: compile every batch size before serving (False only for
       tests that never predict).
+    tables: `CodingTables` to decode payloads with instead of the
+      model's (an int8 export's, hecsb_jax/export/int8.py); the server's
+      model id is theirs.
 
   Returns:
     a Starlette app; its ``state.server`` holds the metrics and predictor.
@@ -299,7 +310,7 @@ def create_app(model, token: str, *, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
       body_timeout_s=body_timeout_s,
       max_batch=max_batch if batching_enabled else 1,
       batch_wait_ms=batch_wait_ms if batching_enabled else 0.0)
-  server = _Server(model, config, warm_up)
+  server = _Server(model, config, warm_up, tables)
 
   async def predict(request: Request) -> Response:
     try:
