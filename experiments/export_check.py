@@ -14,6 +14,23 @@ worse), coded with `coding.compress` (bytes per image), and sent through
 the server (`logits_from_symbols`): top-1 against JAX's and the label.
 Writes agreement.json and agreement.md to --out. About 3 minutes for the
 200 holdout images on 2 busy cores.
+
+With --int8 it measures the int8 export (EXPORT_DIR/int8, written by
+`python -m hecsb_jax.export ... --int8`) instead, against the float
+.tflite head:
+
+    python -m experiments.export_check runs/export_int8/hecsb_beta0.0003 \
+        runs/split_rd_v2/ckpt/hecsb_beta0.0003 --data-dir ../shared/data \
+        --split holdout --int8 --out docs/results/export/
+
+per image: both .tflite heads (1 thread each, timed alternately), the
+int8 symbols against the float head's, each coded with its own export's
+tables (`coding.compress` lengths), each through the float tail (the
+server decodes int8 payloads with the int8 tables and the float tail).
+A control separates the two changes: the float head's symbols coded with
+tables estimated the way the int8 tables are (`symbol_tables` on the float
+head's symbols of the same dev calibration images). Writes int8.json and
+int8.md.
 """
 
 from __future__ import annotations
@@ -51,6 +68,9 @@ def parse_args(argv):
   p.add_argument("--limit", type=int, default=None,
                  help="only the first N images (a smoke run)")
   p.add_argument("--out", required=True, help="where agreement.json/.md go")
+  p.add_argument("--int8", action="store_true",
+                 help="measure EXPORT_DIR/int8 against the float .tflite"
+                 " head instead; writes int8.json/.md")
   return p.parse_args(argv)
 
 
@@ -147,6 +167,122 @@ def check(model, manifest, examples, log=print) -> dict:
   return record
 
 
+def check_int8(model, manifest, int8_manifest, examples, calibration,
+               log=print) -> dict:
+  """The int8 head against the float .tflite head on ``examples``.
+
+  Args:
+    model: the trained model (its tail is the server's).
+    manifest, int8_manifest: the float export and its int8 export.
+    examples: the measured images (holdout).
+    calibration: the dev images the int8 export was calibrated on (the
+      control's tables are estimated on them).
+  """
+  from hecsb_jax.edge import head as edge_head
+  from hecsb_jax.export import int8 as int8_lib
+  from hecsb_jax.export import symbol_tables
+
+  heads = {"float": edge_head.Head.from_manifest(manifest, num_threads=1),
+           "int8": edge_head.Head.from_manifest(int8_manifest,
+                                                num_threads=1)}
+  int8_tables = coding.load_tables(int8_manifest.path("tables"))
+  if coding.model_id(int8_tables).hex() != int8_manifest.model_id:
+    raise ValueError(f"{int8_manifest.path('tables')}: not the tables of"
+                     f" model id {int8_manifest.model_id}")
+  # The control: the float head's own histogram tables on the same dev
+  # images, so the int8 row's bytes separate quantization from tables.
+  dev = np.concatenate([heads["float"](x) for x in
+                        int8_lib.calibration_pixels(calibration,
+                                                    manifest.input)])
+  control_tables = symbol_tables.tables_from_symbols(dev)
+  logits_fn = jax.jit(model.module.logits_from_symbols)
+  spec = manifest.input
+  seconds = {k: [] for k in heads}
+  rows = {"float": [], "float_histogram_tables": [], "int8": []}
+  agree = {"symbols": 0, "equal": 0, "off_by_one": 0, "worse": 0,
+           "max_abs_diff": 0}
+  for i, example in enumerate(examples):
+    pixels = int8_lib.calibration_pixels([example], spec)[0]
+    # Alternate which head runs first: neither always gets a warm cache.
+    order = ("float", "int8") if i % 2 == 0 else ("int8", "float")
+    symbols = {}
+    for name in order:
+      t = time.perf_counter()
+      symbols[name] = heads[name](pixels)
+      seconds[name].append(time.perf_counter() - t)
+    c = _compare(symbols["float"], symbols["int8"])
+    for k in ("symbols", "equal", "off_by_one", "worse"):
+      agree[k] += c[k]
+    agree["max_abs_diff"] = max(agree["max_abs_diff"], c["max_abs_diff"])
+    for row, s, tables in (
+        ("float", symbols["float"], model.tables),
+        ("float_histogram_tables", symbols["float"], control_tables),
+        ("int8", symbols["int8"], int8_tables)):
+      data = coding.compress(s, tables)
+      if row == "int8":  # what the server decodes
+        s = coding.decompress(data, int8_tables)
+        if not np.array_equal(s, symbols["int8"]):
+          raise AssertionError(f"{example.path}: int8 round trip differs")
+      rows[row].append((len(data), int(np.argmax(np.asarray(
+          logits_fn(s))[0]))))
+    if log and (i + 1) % 50 == 0:
+      log(f"{i + 1}/{len(examples)} images")
+  labels = np.array([e.label for e in examples])
+  float_top1 = np.array([t for _, t in rows["float"]])
+  record = {"variants": {}}
+  for row, values in rows.items():
+    nbytes = np.array([b for b, _ in values])
+    top1 = np.array([t for _, t in values])
+    head = "int8" if row == "int8" else "float"
+    record["variants"][row] = {
+        "model_id": (int8_manifest.model_id if row == "int8" else
+                     manifest.model_id if row == "float" else
+                     coding.model_id(control_tables).hex()),
+        "bytes_per_image_mean": float(nbytes.mean()),
+        "top1_accuracy": float(np.mean(top1 == labels)),
+        "top1_equal_to_float": int((top1 == float_top1).sum()),
+        # The first call of each head allocates: left out.
+        "head_ms_median": float(np.median(seconds[head][1:]) * 1e3),
+        "head_file_bytes": heads[head].path.stat().st_size,
+    }
+  record["int8_vs_float_symbols"] = dict(
+      agree, equal_fraction=agree["equal"] / agree["symbols"])
+  return record
+
+
+def _markdown_int8(r: dict) -> str:
+  n = r["images"]
+  v = r["variants"]
+  a = r["int8_vs_float_symbols"]
+  names = {"float": "float .tflite, trained tables (prior)",
+           "float_histogram_tables": "float .tflite, histogram tables"
+                                     " (control)",
+           "int8": "int8 .tflite, its own tables"}
+  lines = [
+      f"# int8 head: {r['int8_model']} ({r['split']}, {n} images)", "",
+      f"`{r['int8_dir']}` (model id `{r['int8_model_id']}`), quantized from"
+      f" `{r['export_dir']}` (`{r['model_id']}`) and calibrated on"
+      f" {r['calibration_images']} dev images; tail: `{r['checkpoint']}`'s"
+      " (the server's). Bytes: `coding.compress` lengths with each row's"
+      " tables; top-1 after the float tail. Heads under ai_edge_litert,"
+      " num_threads=1, run alternately per image; medians on"
+      f" {r['machine']} (shared with other jobs: relative, not a device"
+      " benchmark).", "",
+      "| head, tables | bytes/image | top-1 acc. | top-1 = float's |"
+      " head ms | .tflite bytes |", "|---|---|---|---|---|---|"]
+  for row, e in v.items():
+    lines.append(
+        f"| {names[row]} | {e['bytes_per_image_mean']:.1f} |"
+        f" {e['top1_accuracy']:.3f} | {e['top1_equal_to_float']}/{n} |"
+        f" {e['head_ms_median']:.2f} | {e['head_file_bytes']} |")
+  lines += [
+      "", f"int8 symbols equal to the float head's: {a['equal_fraction']:.4f}"
+      f" ({a['equal']}/{a['symbols']}); off by one {a['off_by_one']},"
+      f" more {a['worse']} (max {a['max_abs_diff']}).", "",
+      f"Command: `{r['command']}`", ""]
+  return "\n".join(lines)
+
+
 def _markdown(r: dict) -> str:
   n = r["images"]
   lines = [
@@ -187,6 +323,8 @@ def main(argv=None) -> dict:
   examples = imagenet_folder.read_split(
       Path(args.data_dir) / "imagenet_samples", args.split)
   examples = examples[:args.limit] if args.limit else examples
+  if args.int8:
+    return _main_int8(args, argv, model, manifest, examples)
   t = time.perf_counter()
   record = check(model, manifest, examples)
   record = {
@@ -204,6 +342,43 @@ def main(argv=None) -> dict:
   (out / "agreement.json").write_text(json.dumps(record, indent=2) + "\n")
   (out / "agreement.md").write_text(_markdown(record))
   print(_markdown(record))
+  return record
+
+
+def _main_int8(args, argv, model, manifest, examples) -> dict:
+  from hecsb_jax.export import int8 as int8_lib
+  if args.split != "holdout":
+    raise ValueError("--int8 measures on holdout: the int8 head and its"
+                     " tables were made from dev images")
+  int8_dir = Path(args.export_dir) / int8_lib.SUBDIR
+  int8_manifest = manifest_lib.load_manifest(int8_dir)
+  info = int8_manifest.training.get("int8", {})
+  if info.get("quantized_from", {}).get("model_id") != manifest.model_id:
+    raise ValueError(f"{int8_dir}: not quantized from {args.export_dir}"
+                     f" ({manifest.model_id}); export it again")
+  count = int(info["calibration"]["images"])
+  calibration = int8_lib.calibration_examples(args.data_dir, count)
+  t = time.perf_counter()
+  record = check_int8(model, manifest, int8_manifest, examples, calibration)
+  record = {
+      "model": manifest.model, "model_id": manifest.model_id,
+      "int8_model": int8_manifest.model,
+      "int8_model_id": int8_manifest.model_id,
+      "export_dir": args.export_dir, "int8_dir": str(int8_dir),
+      "checkpoint": args.checkpoint, "split": args.split,
+      "images": len(examples), "calibration_images": count,
+      "quantization": info,
+      "machine": f"{platform.machine()}, {jax.device_count()} JAX CPU"
+                 " device(s)",
+      "seconds": round(time.perf_counter() - t, 1),
+      "command": "python -m experiments.export_check "
+                 + " ".join(argv if argv is not None else sys.argv[1:]),
+      "versions": int8_manifest.versions, **record}
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "int8.json").write_text(json.dumps(record, indent=2) + "\n")
+  (out / "int8.md").write_text(_markdown_int8(record))
+  print(_markdown_int8(record))
   return record
 
 
