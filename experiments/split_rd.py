@@ -94,6 +94,37 @@ def _parse_betas(text: str) -> tuple[float, ...]:
   return betas
 
 
+# --settings METHOD=V1,V2: the config list each learned method's values
+# live in, and their type.
+SETTINGS = {
+    "hecsb": ("hecsb", "betas", float),
+    "svb": ("svb", "betas", float),
+    "crbq": ("crbq", "channels", int),
+    "neural_codec": ("neural_codec", "lambdas", float),
+}
+
+
+def _parse_settings(text: str) -> tuple[str, tuple]:
+  """"svb=1e-5,1e-3" -> ("svb", (1e-05, 0.001))."""
+  method, sep, values = text.partition("=")
+  method = method.strip()
+  if not sep or method not in SETTINGS:
+    raise argparse.ArgumentTypeError(
+        f"--settings takes METHOD=V1,V2,... with METHOD one of"
+        f" {','.join(SETTINGS)}: {text}")
+  kind = SETTINGS[method][2]
+  try:
+    parsed = tuple(kind(t) for t in values.split(",") if t.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"--settings {method}= takes {kind.__name__} values: {text}"
+    ) from None
+  if not parsed or min(parsed) <= 0 or len(set(parsed)) != len(parsed):
+    raise argparse.ArgumentTypeError(
+        f"--settings {method}= needs distinct positive values: {text}")
+  return method, parsed
+
+
 def default_cache_dir() -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
@@ -132,7 +163,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                  f" {','.join(split_rd_config.METHODS)} (default all)")
   p.add_argument("--betas", type=_parse_betas, default=None,
                  help="HECS-B's rate weights, one model each (default: the"
-                 " config's; SVB keeps the config's)")
+                 " config's; same as --settings hecsb=...)")
+  p.add_argument("--settings", type=_parse_settings, action="append",
+                 default=[], metavar="METHOD=V1,V2",
+                 help="a learned method's settings, one model each, instead"
+                 " of the config's: svb=1e-5,1e-3 (β), crbq=2,8 (channels),"
+                 " neural_codec=0.0067 (λ), hecsb=... (β); repeatable")
   p.add_argument("--acquisition", choices=tuple(ACQUISITIONS),
                  default=None,
                  help="the edge encoder before the measurement: the"
@@ -202,6 +238,9 @@ def build_config(args):
     config.methods = args.methods
   if args.betas is not None:
     config.hecsb.betas = args.betas
+  for method, values in args.settings:
+    section, key, _ = SETTINGS[method]
+    config[section][key] = values
   if args.acquisition is not None:
     (config.hecsb.acquisition,
      config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
@@ -265,6 +304,10 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
     return results
   minutes = (time.perf_counter() - started) / 60
   dest.mkdir(parents=True, exist_ok=True)
+  kept = split_rd_report.merge_earlier(results, details, dest)
+  if kept:
+    print(f"kept from {dest}/results.json (same images, not rerun):"
+          f" {', '.join(kept)}")
   split_rd_report.write_json(results, dest / "results.json")
   details.update(command=f"python -m experiments.split_rd {argv_text}",
                  minutes=minutes, config=config.to_dict())

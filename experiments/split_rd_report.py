@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
 METHOD_LABELS = {
@@ -56,6 +57,47 @@ def write_json(results: Mapping, path: str | os.PathLike) -> None:
     json.dump(results, f, indent=2)
     f.write("\n")
   os.replace(tmp, path)
+
+
+def merge_earlier(results: dict, details: dict, folder: Path) -> list[str]:
+  """Adds to ``results`` the methods an earlier run scored in ``folder`` on
+  the same images that this run did not score (so ``--methods svb`` adds
+  SVB to a finished run instead of replacing it); their models' details
+  too. Earlier scores of the methods this run scored are replaced.
+
+  The earlier run counts only when its split, number of images and
+  teacher scores are this run's (the same evaluation set); otherwise it
+  is left alone and overwritten.
+
+  Returns:
+    the methods kept from the earlier run.
+  """
+  try:
+    earlier = json.loads((folder / "results.json").read_text())
+    earlier_details = json.loads((folder / "details.json").read_text())
+  except (OSError, ValueError):
+    return []
+  same_images = (
+      earlier.get("split") == results["split"]
+      and earlier.get("teacher") == results["teacher"]
+      and earlier_details.get("num_eval_images")
+      == details["num_eval_images"])
+  if not same_images:
+    return []
+  kept = [m for m in earlier.get("methods", {})
+          if m not in results["methods"]]
+  methods = dict(results["methods"], **{
+      m: earlier["methods"][m] for m in kept})
+  order = list(METHOD_LABELS)
+  results["methods"] = dict(sorted(
+      methods.items(),
+      key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+  for method in kept:
+    prefix = f"{method}_"
+    for name, info in earlier_details.get("models", {}).items():
+      if name.startswith(prefix) and name not in details["models"]:
+        details["models"][name] = info
+  return kept
 
 
 def bytes_for_top1(scores: Sequence[Mapping], top1: float) -> float | None:

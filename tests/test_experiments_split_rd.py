@@ -242,6 +242,10 @@ def test_missing_data_folder_is_one_line_naming_it(tmp_path, capsys):
     ("--methods", "jpeg,gif", "--methods takes"),
     ("--betas", "1e-4,-1", "--betas needs"),
     ("--betas", "small", "--betas takes"),
+    ("--settings", "svb", "--settings takes"),
+    ("--settings", "jpeg=5", "--settings takes"),
+    ("--settings", "crbq=2.5", "takes int values"),
+    ("--settings", "svb=1e-3,1e-3", "distinct positive"),
 ])
 def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
                                                value, words):
@@ -250,6 +254,15 @@ def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
       value])
   assert words in err
   assert not (tmp_path / "o").exists()
+
+
+def test_settings_option_sets_each_methods_values():
+  args = split_rd.parse_args(["--data-dir", "d", "--settings", "svb=1e-5,1e-3",
+                              "--settings", "crbq=2,8"])
+  config = split_rd.build_config(args)
+  assert config.svb.betas == (1e-5, 1e-3)
+  assert config.crbq.channels == (2, 8)
+  assert config.neural_codec.lambdas == split_rd.split_rd_config.CODEC_LAMBDAS
 
 
 def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):

@@ -70,3 +70,51 @@ def test_baseline_ratios_at_three_levels_both_reach():
   table = "\n".join(report.baselines_markdown(results))
   assert "| SVB | 0.700 | 2,000.0 | 2,000.0 | 1.00 |" in table
   assert "| CR+BQ | – (no top-1 both reach) |" in table
+
+
+def _run(methods, top1=0.9, n=200):
+  results = {"teacher": {"top1": top1, "top5": 0.98}, "split": "holdout",
+             "methods": {m: [{"setting": "s", "bytes_per_image": 10.0,
+                              "top1": 0.5, "top5": 0.6}] for m in methods}}
+  details = {"num_eval_images": n,
+             "models": {f"{m}_x1": {"epochs": 1} for m in methods}}
+  return results, details
+
+
+def _write(folder, results, details):
+  import json
+  (folder / "results.json").write_text(json.dumps(results))
+  (folder / "details.json").write_text(json.dumps(details))
+
+
+def test_merge_keeps_earlier_methods_this_run_did_not_score(tmp_path):
+  earlier, earlier_details = _run(["hecsb", "jpeg", "svb"])
+  earlier["methods"]["svb"][0]["top1"] = 0.1  # replaced by this run's
+  _write(tmp_path, earlier, earlier_details)
+  results, details = _run(["svb"])
+  kept = report.merge_earlier(results, details, tmp_path)
+  assert kept == ["hecsb", "jpeg"]
+  assert list(results["methods"]) == ["hecsb", "svb", "jpeg"]
+  assert results["methods"]["svb"][0]["top1"] == 0.5
+  assert set(details["models"]) == {"hecsb_x1", "jpeg_x1", "svb_x1"}
+  report.check_schema(results)
+
+
+@pytest.mark.parametrize("change", ["teacher", "images", "split"])
+def test_merge_ignores_a_run_on_other_images(tmp_path, change):
+  earlier, earlier_details = _run(["hecsb"])
+  if change == "teacher":
+    earlier["teacher"]["top1"] = 0.5
+  elif change == "images":
+    earlier_details["num_eval_images"] = 8
+  else:
+    earlier["split"] = "tune"
+  _write(tmp_path, earlier, earlier_details)
+  results, details = _run(["svb"])
+  assert report.merge_earlier(results, details, tmp_path) == []
+  assert list(results["methods"]) == ["svb"]
+
+
+def test_merge_without_an_earlier_run_keeps_nothing(tmp_path):
+  results, details = _run(["svb"])
+  assert report.merge_earlier(results, details, tmp_path) == []
