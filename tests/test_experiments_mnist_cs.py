@@ -61,6 +61,7 @@ def _ckpt_files(out):
           if p.is_file()}
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_a_changed_setting_is_refused(
     tmp_path, shared_data, capsys):
   data_dir = shared_data("mnist").parent

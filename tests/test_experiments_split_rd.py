@@ -311,6 +311,7 @@ def test_an_untrained_shallow_encoder_is_refused():
         EfficientNetLite0(rngs=nnx.Rngs(0)), config, BETA)
 
 
+@pytest.mark.slow
 def test_limits_measure_the_finished_models(quick):
   from experiments import split_rd_limits
 
