@@ -153,10 +153,18 @@ def test_rerun_trains_nothing(quick, capsys):
   assert again == results
   assert "finished model restored (nothing to train)" in (
       capsys.readouterr().out)
-  # A subset of the methods scores only those, from the same checkpoints.
+  capsys.readouterr()
+  # A subset of the methods scores only those, from the same checkpoints,
+  # and the others' scores stay in results.json (same images).
   subset = split_rd.main(_args(out, cache, "--methods", "crbq,png"))
-  assert set(subset["methods"]) == {"crbq", "png"}
-  assert subset["methods"]["crbq"] == results["methods"]["crbq"]
+  printed = capsys.readouterr().out
+  assert "crbq_k2: finished model restored" in printed
+  assert f"hecsb_beta{BETA:g}: finished" not in printed
+  assert ("kept from" in printed and "hecsb, svb, neural_codec, jpeg, webp"
+          in printed)
+  assert subset == results
+  on_disk = json.loads((out / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(results))
   assert _ckpt_files(out) == files
 
 
