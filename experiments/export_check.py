@@ -331,18 +331,27 @@ def main(argv=None) -> dict:
       "model": manifest.model, "model_id": manifest.model_id,
       "export_dir": args.export_dir, "checkpoint": args.checkpoint,
       "split": args.split, "images": len(examples),
+      **_run_info(argv, t), "versions": manifest.versions, **record}
+  _write(Path(args.out), "agreement", record, _markdown(record))
+  return record
+
+
+def _run_info(argv, started: float) -> dict:
+  """Where, how long and by which command a check ran."""
+  return {
       "machine": f"{platform.machine()}, {jax.device_count()} JAX CPU"
                  " device(s)",
-      "seconds": round(time.perf_counter() - t, 1),
+      "seconds": round(time.perf_counter() - started, 1),
       "command": "python -m experiments.export_check "
-                 + " ".join(argv if argv is not None else sys.argv[1:]),
-      "versions": manifest.versions, **record}
-  out = Path(args.out)
+                 + " ".join(argv if argv is not None else sys.argv[1:])}
+
+
+def _write(out: Path, stem: str, record: dict, markdown: str) -> None:
+  """OUT/<stem>.json and .md, and the table on stdout."""
   out.mkdir(parents=True, exist_ok=True)
-  (out / "agreement.json").write_text(json.dumps(record, indent=2) + "\n")
-  (out / "agreement.md").write_text(_markdown(record))
-  print(_markdown(record))
-  return record
+  (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+  (out / f"{stem}.md").write_text(markdown)
+  print(markdown)
 
 
 def _main_int8(args, argv, model, manifest, examples) -> dict:
@@ -367,18 +376,9 @@ def _main_int8(args, argv, model, manifest, examples) -> dict:
       "export_dir": args.export_dir, "int8_dir": str(int8_dir),
       "checkpoint": args.checkpoint, "split": args.split,
       "images": len(examples), "calibration_images": count,
-      "quantization": info,
-      "machine": f"{platform.machine()}, {jax.device_count()} JAX CPU"
-                 " device(s)",
-      "seconds": round(time.perf_counter() - t, 1),
-      "command": "python -m experiments.export_check "
-                 + " ".join(argv if argv is not None else sys.argv[1:]),
+      "quantization": info, **_run_info(argv, t),
       "versions": int8_manifest.versions, **record}
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "int8.json").write_text(json.dumps(record, indent=2) + "\n")
-  (out / "int8.md").write_text(_markdown_int8(record))
-  print(_markdown_int8(record))
+  _write(Path(args.out), "int8", record, _markdown_int8(record))
   return record
 
 
