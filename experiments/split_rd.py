@@ -175,6 +175,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                  " teacher's own layers up to the split, frozen (prefix,"
                  " the config's default) or trained in stage 1"
                  " (prefix-finetuned), or a from-scratch shallow network")
+  p.add_argument("--measurement-init", choices=("random", "principal"),
+                 default=None,
+                 help="HECS-B's start: W random and the decoder from"
+                 " scratch (the config's default), or W along the"
+                 " features' principal directions and a linear decoder"
+                 " path at their transpose (needs the prefix acquisition)")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -244,6 +250,9 @@ def build_config(args):
   if args.acquisition is not None:
     (config.hecsb.acquisition,
      config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
+  if args.measurement_init is not None:
+    config.hecsb.measurement_init = args.measurement_init
+    config.hecsb.decoder_skip = args.measurement_init == "principal"
   config.lock()
   return config
 
@@ -321,7 +330,10 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
       + ("" if args.eval_only else
          f"; {details['num_train_images']} training images")
       + f". HECS-B: m = {config.hecsb.num_measurements},"
-      f" {config.hecsb.acquisition} acquisition, stage 1"
+      f" {config.hecsb.acquisition} acquisition"
+      + (", W and a linear decoder path started at the features' principal"
+         " directions" if config.hecsb.measurement_init == "principal"
+         else "") + ", stage 1"
       f" {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs}"
       f" ({config.stage2.train}); the whole network costs"
       f" {details['teacher_gflops_per_image']:.3f} GFLOP per image (XLA's"

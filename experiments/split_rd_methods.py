@@ -38,11 +38,19 @@ from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.models import crbq as crbq_lib
 from hecsb_jax.train import saved_model
 from hecsb_jax.models import distill_losses as dl
+from hecsb_jax.models import hecsb_bottleneck as hb
 from hecsb_jax.models import neural_codec as codec_lib
 from hecsb_jax.train.trainer import FitConfig
 
 # The image codec's input: RGB in [0, 1].
 UNIT = saved_model.UNIT
+
+# Section keys added after models were trained, with the value that
+# reproduces those models: at that value a key is left out of the
+# fingerprint, so the earlier checkpoints stay valid.
+LATER_KEYS = {"measurement_init": "random", "principal_images": 512,
+              "decoder_skip": False}
+_NONE = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +125,9 @@ class Method:
         "format": format_, self.label: value, "backbone": config.backbone,
         "split": config.split, "teacher_sha256": teacher_id,
         "train_data": data_id, "seed": config.seed,
-        self.section: {k: v for k, v in config[self.section].to_dict().items()
-                       if k != self.values_key},
+        self.section: {
+            k: v for k, v in config[self.section].to_dict().items()
+            if k != self.values_key and LATER_KEYS.get(k, _NONE) != v},
         "stage1": config.stage1.to_dict(), "stage2": config.stage2.to_dict(),
         "image_size": config.data.image_size,
         "crop_scale": list(config.data.crop_scale),
@@ -133,6 +142,18 @@ class Method:
   def build(self, teacher, config, value: float) -> nnx.Module:
     """A fresh model: what `fit` trains (a `TeacherStudent` or a codec)."""
     raise NotImplementedError
+
+  def start(self, model: nnx.Module, config, images: Callable[[int], Any]
+            ) -> str | None:
+    """Data-dependent initialization of a fresh ``model`` (in place),
+    before its first stage; a line for the log, or None for none.
+
+    ``images(n)`` returns n normalized training images [n, H, W, 3] (the
+    first augmented batches, the same on every process). A resumed
+    training restores its checkpoint over whatever this sets.
+    """
+    del model, config, images
+    return None
 
   def saved(self, model: nnx.Module) -> nnx.Module:
     """The part that is saved and scored: the student, or the codec."""
@@ -218,6 +239,27 @@ class Hecsb(Method):
 
   def build(self, teacher, config, value):
     return _split_model(self, teacher, config, value)
+
+  def start(self, model, config, images):
+    h = config.hecsb
+    if h.measurement_init == "random":
+      return None
+    if h.measurement_init != "principal":
+      raise ValueError(f"hecsb.measurement_init must be 'random' or"
+                       f" 'principal', got {h.measurement_init!r}")
+    bottleneck = model.student.bottleneck
+    x = images(int(h.principal_images))
+    acquire = nnx.jit(lambda acquisition, batch: acquisition(batch))
+    features = jnp.concatenate([
+        acquire(bottleneck.acquisition, jnp.asarray(x[i:i + 32]))
+        for i in range(0, len(x), 32)])
+    directions = hb.principal_directions(features, h.num_measurements)
+    bottleneck.start_at_principal_directions_(directions)
+    flat = features.reshape(-1, features.shape[-1])
+    kept = jnp.sum((flat @ directions) ** 2) / jnp.sum(flat ** 2)
+    return (f"W and the decoder's linear path start at the top"
+            f" {h.num_measurements} principal directions of {len(x)} images'"
+            f" features (relative error {1 - float(kept):.3f})")
 
 
 class Svb(Method):

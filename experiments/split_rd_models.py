@@ -20,6 +20,7 @@ from typing import Callable
 
 from flax import nnx
 import jax
+import numpy as np
 
 from experiments import split_rd_methods as methods
 from hecsb_jax import coding
@@ -136,6 +137,23 @@ def _restore(module: nnx.Module, model_dir: Path, fingerprint: dict,
   return meta
 
 
+def _first_images(source, n: int, *, seed: int, norm, config):
+  """The first n images of the first epoch's augmented batches (every
+  process reads the same ones, unsharded); fewer if one epoch of full
+  batches has fewer."""
+  n = min(n, len(source))
+  batches = pipeline.train_batches(
+      source, batch_size=min(n, 32), seed=seed, epoch=0, norm=norm,
+      size=config.data.image_size, scale=tuple(config.data.crop_scale))
+  images, count = [], 0
+  for batch in batches:
+    images.append(batch["image"])
+    count += len(batch["image"])
+    if count >= n:
+      break
+  return np.concatenate(images)[:n]
+
+
 def train_model(method: methods.Method, model: nnx.Module, source, config,
                 value: float, model_dir: Path, fingerprint: dict, *,
                 progress: bool, log: Callable[[str], None]) -> dict:
@@ -156,6 +174,10 @@ def train_model(method: methods.Method, model: nnx.Module, source, config,
   mesh = step_lib.data_mesh() if jax.device_count() > 1 else None
   shard = (jax.process_index(), jax.process_count())
   summary, epochs_run = {}, 0
+  started = method.start(model, config, lambda n: _first_images(
+      source, n, seed=seed, norm=norm, config=config))
+  if started:
+    log(f"{model_dir.name}: {started}")
   for stage in method.stages(config, value):
     if stage.fit_config.epochs == 0:
       continue

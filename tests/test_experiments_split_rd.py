@@ -306,6 +306,26 @@ def test_acquisition_option_sets_the_encoder_and_what_trains(
   assert config.hecsb.train_acquisition == trained
 
 
+def test_measurement_init_option_and_earlier_fingerprints():
+  from experiments import split_rd_methods
+
+  plain = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
+  principal = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--measurement-init", "principal"]))
+  assert plain.hecsb.measurement_init == "random"
+  assert not plain.hecsb.decoder_skip
+  assert principal.hecsb.measurement_init == "principal"
+  assert principal.hecsb.decoder_skip
+  hecsb = split_rd_methods.Hecsb()
+  section = hecsb.fingerprint(plain, 1e-4, "data", "teacher", 1)["hecsb"]
+  # Keys added after the first runs stay out at the values that reproduce
+  # those runs (their checkpoints stay valid) and enter when changed.
+  assert not set(split_rd_methods.LATER_KEYS) & set(section)
+  section = hecsb.fingerprint(principal, 1e-4, "data", "teacher", 1)["hecsb"]
+  assert section["measurement_init"] == "principal"
+  assert section["decoder_skip"] is True
+
+
 def test_an_untrained_shallow_encoder_is_refused():
   from experiments import split_rd_methods
   from hecsb_jax.configs import split_rd as split_rd_config
@@ -391,3 +411,49 @@ def test_saved_model_names_a_folder_without_a_model(tmp_path):
 
   with pytest.raises(FileNotFoundError, match=str(tmp_path / "model")):
     saved_model.load(tmp_path)
+
+
+def test_principal_start_begins_at_the_prefix_features_pca():
+  """`Hecsb.start` with measurement_init=principal: on the teacher's own
+  block4 features of a few images, the start's linear path reconstructs
+  them as the rank-m PCA does (and the saved model has the path)."""
+  from flax import nnx
+  import jax.numpy as jnp
+
+  from experiments import split_rd_methods
+  from experiments import split_rd_models
+  from hecsb_jax.configs import split_rd as split_rd_config
+  from hecsb_jax.train import saved_model
+
+  config = split_rd_config.get_config("quick")
+  config.hecsb.update(measurement_init="principal", decoder_skip=True,
+                      principal_images=4)
+  teacher = split_rd_models.load_teacher(
+      config, split_rd_models.weights_path(config, _data_dir(), None))
+  hecsb = split_rd_methods.METHODS["hecsb"]
+  model = hecsb.build(teacher, config, BETA)
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(4, 64, 64, 3)).astype(np.float32)
+  asked = []
+
+  def first_images(n):
+    asked.append(n)
+    return images[:n]
+
+  line = hecsb.start(model, config, first_images)
+  assert asked == [4] and "principal directions" in line
+  bottleneck = model.student.bottleneck
+  a = teacher.features(jnp.asarray(images), until=config.split)
+  flat = np.asarray(a).reshape(-1, a.shape[-1])
+  u = np.linalg.svd(flat.T @ flat)[0][:, :config.hecsb.num_measurements]
+  decoder = bottleneck.decoder
+  linear = decoder.skip(decoder.input_scale * bottleneck.measure(None, a))
+  np.testing.assert_allclose(np.asarray(linear).reshape(flat.shape),
+                             flat @ u @ u.T, atol=1e-3 * np.abs(flat).max())
+  # What `saved_model.build` makes of the same section has the path too.
+  rebuilt = saved_model.build(
+      "hecsb", teacher, split=config.split,
+      section=config.hecsb.to_dict(), value=BETA, seed=0,
+      channels=config.feature_channels)
+  assert rebuilt.bottleneck.decoder.skip is not None
+  assert nnx.state(rebuilt.bottleneck.decoder.skip)

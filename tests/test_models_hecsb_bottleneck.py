@@ -107,3 +107,68 @@ def test_edge_symbols_round_trip_through_the_coder():
   symbols = np.asarray(model.edge_symbols(_images(1)))
   data = coding.compress(symbols, tables)
   np.testing.assert_array_equal(coding.decompress(data, tables), symbols)
+
+
+class _Identity(nnx.Module):
+  def __call__(self, x):
+    return x
+
+
+def _anisotropic_features(c=C_T, seed=0):
+  rng = np.random.default_rng(seed)
+  mixing = np.linalg.qr(rng.normal(size=(c, c)))[0]
+  scales = np.geomspace(4.0, 0.05, c)
+  z = rng.normal(size=(3, 8, 8, c)) * scales
+  return jnp.asarray((z @ mixing.T).astype(np.float32))
+
+
+def test_principal_directions_are_the_top_eigenvectors_in_order():
+  a = _anisotropic_features()
+  d = np.asarray(hb.principal_directions(a, M))
+  flat = np.asarray(a).reshape(-1, C_T)
+  u, s, _ = np.linalg.svd(flat.T @ flat)
+  np.testing.assert_allclose(d.T @ d, np.eye(M), atol=1e-5)
+  # The same subspace and order as numpy's (up to each column's sign).
+  np.testing.assert_allclose(np.abs(d.T @ u[:, :M]), np.eye(M), atol=1e-3)
+  energy = np.sum((flat @ d) ** 2, axis=0)
+  assert np.all(np.diff(energy) < 0)
+  # Signs are fixed: the largest entry of each column is positive.
+  assert np.all(d[np.abs(d).argmax(0), np.arange(M)] > 0)
+  with pytest.raises(ValueError, match="1 <= m <= C"):
+    hb.principal_directions(a, C_T + 1)
+
+
+def test_principal_start_makes_the_decoder_the_best_rank_m_linear_code():
+  a = _anisotropic_features()
+  model = hb.HecsbBottleneck(_Identity(), C_T, M, C_T, decoder_width=8,
+                             measurement_init_std=0.05, decoder_skip=True,
+                             rngs=nnx.Rngs(0))
+  # The skip path starts at zero: a fresh model is the plain decoder.
+  assert not np.any(model.decoder.skip.kernel[...])
+  d = hb.principal_directions(a, M)
+  model.start_at_principal_directions_(d)
+  w = np.asarray(model.measurement.kernel[...])[0, 0]
+  # Rows of W along the directions, at the random start's row norm.
+  np.testing.assert_allclose(w, model.row_norm * np.asarray(d), rtol=1e-6)
+  y = model.measurement(a)
+  linear = model.decoder.skip(model.decoder.input_scale * y)
+  flat = np.asarray(a).reshape(-1, C_T)
+  best = flat @ np.asarray(d) @ np.asarray(d).T
+  np.testing.assert_allclose(np.asarray(linear).reshape(-1, C_T), best,
+                             atol=1e-4)
+  # The whole decoder adds its (small) nonlinear part to that.
+  features = model.decode(y)
+  assert features.shape == a.shape
+
+
+def test_principal_start_is_refused_without_the_linear_path_or_shape():
+  a = _anisotropic_features()
+  d = hb.principal_directions(a, M)
+  plain = hb.HecsbBottleneck(_Identity(), C_T, M, C_T, decoder_width=8,
+                             rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="decoder_skip"):
+    plain.start_at_principal_directions_(d)
+  skip = hb.HecsbBottleneck(_Identity(), C_T, M, C_T, decoder_width=8,
+                            decoder_skip=True, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"\[C_a, m\]"):
+    skip.start_at_principal_directions_(d[:, :M - 1])

@@ -123,6 +123,8 @@ def build(method: str, teacher: nnx.Module, *, split: str,
         acquisition, acquired, s["num_measurements"], channels,
         decoder_width=s["decoder_width"], decoder_blocks=s["decoder_blocks"],
         measurement_init_std=s["measurement_init_std"],
+        # Absent from the sections of models trained before it existed.
+        decoder_skip=bool(s.get("decoder_skip", False)),
         prior_init_scale=s["prior_init_scale"], rngs=rngs)
   elif method == "svb":
     bottleneck = svb_lib.SvbBottleneck(
