@@ -299,9 +299,10 @@ class Crbq(Method):
     return crbq_lib.unpack_batch(payloads)
 
 
-def _codec_loss(lmbda: float) -> Callable:
+def _codec_loss(lmbda: float, patch: int) -> Callable:
   def loss_fn(model, batch, rng):
-    x = batch["image"]
+    patch_key, rng = jax.random.split(rng)
+    x = codec_lib.random_patches(batch["image"], patch, patch_key)
     x_hat, aux = model(x, rng)
     return codec_lib.rate_distortion_loss(x, x_hat, aux["bits"], lmbda)
 
@@ -332,7 +333,8 @@ class NeuralCodec(Method):
         "codec",
         _fit_config(s1, self.seed(config, value),
                     epochs=s1.epochs + config.stage2.epochs),
-        _codec_loss(value), nnx.Param, ("mse", "bpp"),
+        _codec_loss(value, config.neural_codec.train_patch), nnx.Param,
+        ("mse", "bpp"),
         s1.prior_lr_multiplier)]
 
   def entropy_model(self, model):

@@ -133,3 +133,21 @@ def test_decoded_symbols_equal_the_encoders_and_decode_the_image(trained):
 def test_rejects_sizes_that_are_not_multiples_of_16():
   with pytest.raises(ValueError, match="multiples of 16"):
     _codec().edge_symbols(jnp.zeros((1, 24, 32, 3)))
+
+
+def test_random_patches_are_windows_of_each_image():
+  x = jnp.arange(3 * 8 * 8 * 2, dtype=jnp.float32).reshape(3, 8, 8, 2)
+  patches = nc.random_patches(x, 4, jax.random.key(0))
+  assert patches.shape == (3, 4, 4, 2)
+  for image, patch in zip(np.asarray(x), np.asarray(patches)):
+    # Entries are distinct, so the window's corner says where it is.
+    r, q = map(int, np.argwhere(image[..., 0] == patch[0, 0, 0])[0])
+    np.testing.assert_array_equal(image[r:r + 4, q:q + 4], patch)
+  # The places differ between images and keys; the whole image is itself.
+  corners = {float(p[0, 0, 0]) - 128 * i
+             for k in range(4)
+             for i, p in enumerate(nc.random_patches(x, 4, jax.random.key(k)))}
+  assert len(corners) > 1
+  assert nc.random_patches(x, 8, jax.random.key(0)) is x
+  with pytest.raises(ValueError, match="patch side"):
+    nc.random_patches(x, 9, jax.random.key(0))

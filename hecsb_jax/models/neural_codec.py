@@ -217,6 +217,33 @@ def rate_distortion_loss(
   return lmbda * 255.0**2 * mse + bpp, {"mse": mse, "bpp": bpp}
 
 
+def random_patches(x: jax.Array, size: int, key: jax.Array) -> jax.Array:
+  """A size×size window of each image, at its own random place.
+
+  How image codecs are trained (Ballé et al. train on 256×256 patches):
+  the transforms are convolutional, so a codec trained on patches codes
+  whole images, at a fraction of the training FLOPs.
+
+  Args:
+    x: [B, H, W, C] images, H, W >= size.
+    size: the window's side.
+    key: chooses the places.
+
+  Returns:
+    [B, size, size, C]; ``x`` itself when size equals both sides.
+  """
+  b, h, w, c = x.shape
+  if not 0 < size <= min(h, w):
+    raise ValueError(f"patch side must be in 1..{min(h, w)}, got {size}")
+  if size == h == w:
+    return x
+  rows = jax.random.randint(key, (b,), 0, h - size + 1)
+  cols = jax.random.randint(jax.random.fold_in(key, 1), (b,), 0,
+                            w - size + 1)
+  return jax.vmap(lambda image, r, q: jax.lax.dynamic_slice(
+      image, (r, q, 0), (size, size, c)))(x, rows, cols)
+
+
 def _check_size(x: jax.Array) -> None:
   if x.ndim != 4 or x.shape[1] % DOWNSAMPLING or x.shape[2] % DOWNSAMPLING:
     raise ValueError(
