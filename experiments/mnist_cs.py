@@ -22,9 +22,9 @@ import os
 import shutil
 import sys
 import time
-import traceback
 
 from experiments import cs_report
+from experiments.cli_errors import one_line_errors
 from experiments.cs_comparison import run_dataset
 from hecsb_jax.configs import mnist_cs as mnist_cs_config
 from hecsb_jax.data import DataFormatError
@@ -158,17 +158,16 @@ def main(argv=None) -> dict:
   """The command line: errors end in one line and exit status 2."""
   args = parse_args(argv)
   argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-  try:
-    return run(args, argv_text)
-  except (OSError, DataFormatError, CheckpointMismatchError) as e:
-    if args.debug:
-      traceback.print_exc()
-    message = str(e)
+
+  def hint(e: BaseException) -> str:
     if isinstance(e, CheckpointMismatchError):
-      message += (f". Use another --out, or --overwrite to delete"
-                  f" {os.path.join(args.out, 'ckpt')} and retrain")
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2) from None
+      return (f". Use another --out, or --overwrite to delete"
+              f" {os.path.join(args.out, 'ckpt')} and retrain")
+    return ""
+
+  with one_line_errors((OSError, DataFormatError, CheckpointMismatchError),
+                       debug=args.debug, hint=hint):
+    return run(args, argv_text)
 
 
 if __name__ == "__main__":

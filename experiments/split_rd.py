@@ -58,8 +58,8 @@ from pathlib import Path
 import shutil
 import sys
 import time
-import traceback
 
+from experiments.cli_errors import one_line_errors
 from hecsb_jax.configs import split_rd as split_rd_config
 
 BACKBONES = ("efficientnet_lite0", "resnet50")
@@ -70,6 +70,14 @@ ACQUISITIONS = {
     "prefix-finetuned": ("prefix", True),  # trained in stage 1 too
     "shallow": ("shallow", True),  # from scratch (always trained)
 }
+
+
+def set_measurement_init(config, value: str | None) -> None:
+  """--measurement-init: HECS-B's start, and the decoder's linear path
+  that the principal start needs (None: the config's)."""
+  if value is not None:
+    config.hecsb.measurement_init = value
+    config.hecsb.decoder_skip = value == "principal"
 
 
 def _parse_methods(text: str) -> tuple[str, ...]:
@@ -250,9 +258,7 @@ def build_config(args):
   if args.acquisition is not None:
     (config.hecsb.acquisition,
      config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
-  if args.measurement_init is not None:
-    config.hecsb.measurement_init = args.measurement_init
-    config.hecsb.decoder_skip = args.measurement_init == "principal"
+  set_measurement_init(config, args.measurement_init)
   config.lock()
   return config
 
@@ -358,23 +364,21 @@ def main(argv=None) -> dict:
   from hecsb_jax.data.errors import DataFormatError
   from hecsb_jax.models.weights import WeightsError
   from hecsb_jax.train.checkpoint import CheckpointMismatchError
-  try:
+
+  def hint(e: BaseException) -> str:
+    if not isinstance(e, CheckpointMismatchError):
+      return ""
+    if args.eval_only:
+      return (". Score with the options the run was trained with"
+              " (--quick, --backbone, --measurement-init)")
+    ckpt = os.path.join(args.out, *(("tune",) if args.tune else ()), "ckpt")
+    return (f". Use another --out, or --overwrite to delete {ckpt} and"
+            " retrain")
+
+  with one_line_errors((OSError, DataFormatError, WeightsError,
+                        CheckpointMismatchError, NotImplementedError),
+                       debug=args.debug, hint=hint):
     return run(args, argv_text)
-  except (OSError, DataFormatError, WeightsError, CheckpointMismatchError,
-          NotImplementedError) as e:
-    if args.debug:
-      traceback.print_exc()
-    message = str(e).replace("\n", " ")
-    if isinstance(e, CheckpointMismatchError) and args.eval_only:
-      message += (". Score with the options the run was trained with"
-                  " (--quick, --backbone)")
-    elif isinstance(e, CheckpointMismatchError):
-      ckpt = os.path.join(args.out, *(("tune",) if args.tune else ()),
-                          "ckpt")
-      message += (f". Use another --out, or --overwrite to delete {ckpt}"
-                  " and retrain")
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-import sys
 
 from flax import nnx
 import jax
@@ -49,6 +48,7 @@ from experiments import split_rd
 from experiments import split_rd_data
 from experiments import split_rd_methods
 from experiments import split_rd_models
+from experiments.cli_errors import one_line_errors
 from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_pipeline as pipeline
 
@@ -178,12 +178,17 @@ def main(argv=None) -> dict:
                  help="the run was made with --quick")
   p.add_argument("--images", type=int, default=200,
                  help="images per set (training, holdout)")
+  p.add_argument("--measurement-init", choices=("random", "principal"),
+                 default=None,
+                 help="the HECS-B start the run was trained with (as"
+                 " split_rd's option)")
   p.add_argument("--cache-dir", default=None)
   args = p.parse_args(argv)
   config = split_rd_config.get_config("quick" if args.quick else None)
+  split_rd.set_measurement_init(config, args.measurement_init)
   samples = args.data_dir / config.data.samples_dir
   cache = Path(args.cache_dir or split_rd.default_cache_dir())
-  try:
+  with one_line_errors((OSError, ValueError)):
     teacher = split_rd_models.load_teacher(
         config, split_rd_models.weights_path(config, args.data_dir, None))
     pairs = []
@@ -206,9 +211,6 @@ def main(argv=None) -> dict:
         "holdout": split_rd_data.folder_split(
             samples, config.data.eval_split, args.images, cache),
     }
-  except (OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
   norm = pipeline.normalization(config.backbone)
   report = {"out": str(args.out), "models": {}}
   for name, pair in pairs:
