@@ -185,10 +185,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                  " (prefix-finetuned), or a from-scratch shallow network")
   p.add_argument("--measurement-init", choices=("random", "principal"),
                  default=None,
-                 help="HECS-B's start: W random and the decoder from"
-                 " scratch (the config's default), or W along the"
-                 " features' principal directions and a linear decoder"
-                 " path at their transpose (needs the prefix acquisition)")
+                 help="HECS-B's start: W along the features' principal"
+                 " directions and a linear decoder path at their transpose"
+                 " (principal, the config's default; needs the prefix"
+                 " acquisition), or W random and the decoder from scratch"
+                 " (random: the models of docs/results/split_rd/)")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -224,6 +225,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.tune and (args.eval_only or args.eval_dir):
     p.error("--tune scores the held-out part of dev; it takes neither"
             " --eval-only nor --eval-dir")
+  if args.acquisition == "shallow" and args.measurement_init == "principal":
+    p.error("--measurement-init principal starts at the teacher prefix's"
+            " principal directions: it needs --acquisition prefix or"
+            " prefix-finetuned")
   if args.backbone == "resnet50" and args.quick:
     p.error("--quick exists for efficientnet_lite0 only")
   if args.backbone == "resnet50" and not args.weights:
@@ -259,6 +264,9 @@ def build_config(args):
     (config.hecsb.acquisition,
      config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
   set_measurement_init(config, args.measurement_init)
+  if config.hecsb.acquisition == "shallow":
+    # A from-scratch encoder has no principal directions to start at.
+    set_measurement_init(config, "random")
   config.lock()
   return config
 

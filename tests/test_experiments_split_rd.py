@@ -309,13 +309,20 @@ def test_acquisition_option_sets_the_encoder_and_what_trains(
 def test_measurement_init_option_and_earlier_fingerprints():
   from experiments import split_rd_methods
 
-  plain = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
-  principal = split_rd.build_config(split_rd.parse_args(
-      ["--data-dir", "d", "--measurement-init", "principal"]))
+  plain = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--measurement-init", "random"]))
+  principal = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
+  shallow = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--acquisition", "shallow"]))
   assert plain.hecsb.measurement_init == "random"
   assert not plain.hecsb.decoder_skip
   assert principal.hecsb.measurement_init == "principal"
   assert principal.hecsb.decoder_skip
+  # A from-scratch encoder has no principal directions: random start.
+  assert shallow.hecsb.measurement_init == "random"
+  with pytest.raises(SystemExit):
+    split_rd.parse_args(["--data-dir", "d", "--acquisition", "shallow",
+                         "--measurement-init", "principal"])
   hecsb = split_rd_methods.Hecsb()
   section = hecsb.fingerprint(plain, 1e-4, "data", "teacher", 1)["hecsb"]
   # Keys added after the first runs stay out at the values that reproduce
