@@ -37,6 +37,18 @@ def test_components_are_orthonormal(data, m):
   np.testing.assert_allclose(u.T @ u, np.eye(m), atol=1e-5)
 
 
+def test_uncentred_fit_is_the_second_moments_top_subspace(data):
+  fitted = pca_lib.fit_pca(data, 3, center=False)
+  assert not np.any(np.asarray(fitted.mean))
+  x64 = data.astype(np.float64)
+  # The data's mean (0.5 per pixel) is its strongest uncentred direction.
+  top = np.linalg.svd(x64, full_matrices=False)[2][:3].T
+  u = np.asarray(fitted.components, np.float64)
+  np.testing.assert_allclose(np.abs(np.sum(u * top, axis=0)), 1.0, atol=1e-4)
+  mean_dir = x64.mean(0) / np.linalg.norm(x64.mean(0))
+  assert abs(u[:, 0] @ mean_dir) > 0.99
+
+
 def test_components_match_sklearn_up_to_sign(data):
   u = np.asarray(pca_lib.fit_pca(data, 6).components, np.float64)
   ref = SkPCA(n_components=6, svd_solver="full").fit(data).components_.T

@@ -32,7 +32,7 @@ class PCA(NamedTuple):
   m: int
 
 
-def fit_pca(train_x, m: int) -> PCA:
+def fit_pca(train_x, m: int, *, center: bool = True) -> PCA:
   """Fits the top-m principal components of a training set.
 
   The eigendecomposition is of the float64 scatter matrix X_c^T X_c, whose
@@ -44,6 +44,9 @@ def fit_pca(train_x, m: int) -> PCA:
   Args:
     train_x: [N, n] float training images.
     m: number of components, 1 <= m <= min(N, n).
+    center: subtract the mean first; False fits the uncentred second
+      moment (mean then zero), the best subspace for a code without an
+      offset, e.g. a bias-free measurement.
 
   Returns:
     The fitted PCA.
@@ -54,7 +57,7 @@ def fit_pca(train_x, m: int) -> PCA:
   num, n = x.shape
   if not 1 <= m <= min(num, n):
     raise ValueError(f"m must be in [1, {min(num, n)}], got {m}")
-  mean = x.mean(axis=0)
+  mean = x.mean(axis=0) if center else np.zeros(n)
   xc = x - mean
   eigvals, eigvecs = np.linalg.eigh(xc.T @ xc)
   # eigh sorts ascending; take the m largest, largest first.

@@ -55,9 +55,11 @@ from typing import Sequence
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hecsb_jax.cs.measurement import frobenius_bound
 from hecsb_jax.cs.measurement import project_to_frobenius_ball
+from hecsb_jax.cs.pca import fit_pca
 from hecsb_jax.entropy.bottleneck import EntropyBottleneck
 
 
@@ -260,19 +262,15 @@ def principal_directions(features: jax.Array, m: int) -> jax.Array:
     m: how many, 1 <= m <= C.
 
   Returns:
-    [C, m] float32 with orthonormal columns, largest eigenvalue first; each
-    column's sign is fixed (its largest entry positive) so that the result
-    does not depend on the eigensolver.
+    [C, m] float32 with orthonormal columns, largest eigenvalue first, each
+    column's sign fixed (`hecsb_jax.cs.pca.fit_pca`, uncentred: W has no
+    offset to remove the mean with).
   """
   c = features.shape[-1]
   if not 1 <= m <= c:
     raise ValueError(f"need 1 <= m <= C = {c}, got m = {m}")
-  flat = features.reshape(-1, c).astype(jnp.float32)
-  gram = flat.T @ flat / flat.shape[0]
-  _, vectors = jnp.linalg.eigh(gram)  # ascending eigenvalues
-  top = vectors[:, ::-1][:, :m]
-  rows = jnp.argmax(jnp.abs(top), axis=0)
-  return top * jnp.sign(top[rows, jnp.arange(m)])
+  return fit_pca(np.asarray(features).reshape(-1, c), m,
+                 center=False).components
 
 
 class CodedBottleneck(nnx.Module):
