@@ -420,6 +420,7 @@ def test_saved_model_names_a_folder_without_a_model(tmp_path):
     saved_model.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_principal_start_begins_at_the_prefix_features_pca():
   """`Hecsb.start` with measurement_init=principal: on the teacher's own
   block4 features of a few images, the start's linear path reconstructs
