@@ -194,9 +194,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # M = 96, half the paper's widths: a quarter of the FLOPs, what 2 CPU
   # cores can train in the shared budget (5 + 1 epochs). It trains, as
   # image codecs do, on a random train_patch² window of each augmented
-  # 224² crop: ~6 GFLOP per 224² image and step (1 GMAC forward), ~40 min
-  # per λ on 2 cores at full size, a third of that at 128 (it codes whole
-  # images: the transforms are convolutional).
+  # 224² crop: ~6 GFLOP per 224² image and step (1 GMAC forward), a third
+  # of that at 128 (it codes whole images: the transforms are
+  # convolutional). Even so its step is the slowest here: 14–16 s per
+  # batch of 32 at 128² with three jobs sharing the 2 cores (~3 h per λ).
   c.neural_codec = ml_collections.ConfigDict(dict(
       lambdas=CODEC_LAMBDAS, n=64, m=96, prior_init_scale=PRIOR_INIT_SCALE,
       train_patch=128,

@@ -395,18 +395,16 @@ class HecsbBottleneck(CodedBottleneck):
         num_measurements, filters=tuple(prior_filters),
         init_scale=prior_init_scale, rngs=rngs,
     )
+    # A row of W starts with norm ~init_std sqrt(C_a), so y is that times
+    # the scale of the features; the decoder undoes it, which keeps its
+    # He-initialized layers at the features' scale from the first step.
+    self.row_norm = measurement_init_std * math.sqrt(acquisition_channels)
     self.decoder = FeatureDecoder(
         num_measurements, feature_channels, width=decoder_width,
         blocks=decoder_blocks, linear_skip=decoder_skip,
-        # A row of W starts with norm ~init_std sqrt(C_a), so y is that
-        # times the scale of the features; undoing it keeps the decoder's
-        # He-initialized layers at the features' scale from the first step.
-        input_scale=1.0 / (measurement_init_std
-                           * math.sqrt(acquisition_channels)), rngs=rngs,
+        input_scale=1.0 / self.row_norm, rngs=rngs,
     )
     self.num_measurements = num_measurements
-    # What a row of W measures at the start: its norm then.
-    self.row_norm = measurement_init_std * math.sqrt(acquisition_channels)
     self.deterministic = False
 
   def start_at_principal_directions_(self, directions: jax.Array) -> None:
