@@ -196,8 +196,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # image codecs do, on a random train_patch² window of each augmented
   # 224² crop: ~6 GFLOP per 224² image and step (1 GMAC forward), a third
   # of that at 128 (it codes whole images: the transforms are
-  # convolutional). Even so its step is the slowest here: 14–16 s per
-  # batch of 32 at 128² with three jobs sharing the 2 cores (~3 h per λ).
+  # convolutional). Its synthesis runs sub-pixel-wise (models/subpixel.py):
+  # `python -m benchmarks.codec_step` measured 13.9 images/s against 1.4
+  # with nnx.ConvTranspose, batch 32 at 128², two trainings sharing the
+  # cores; split_rd trains a λ in ~18 min (6 epochs) beside another job.
   c.neural_codec = ml_collections.ConfigDict(dict(
       lambdas=CODEC_LAMBDAS, n=64, m=96, prior_init_scale=PRIOR_INIT_SCALE,
       train_patch=128,
