@@ -49,6 +49,23 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
                    (top == labels[:, None]).any(-1)], -1)
 
 
+def psnr_db(originals: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+  """[N] PSNR in dB of each decoded uint8 image against its original
+  (peak 255, MSE over pixels and colours; inf where they are equal)."""
+  diff = originals.astype(np.float64) - decoded.astype(np.float64)
+  mse = np.mean(np.square(diff).reshape(len(diff), -1), axis=1)
+  with np.errstate(divide="ignore"):
+    return 10.0 * np.log10(255.0**2 / mse)
+
+
+def _mean_psnr(per_image: list[np.ndarray]) -> dict[str, float]:
+  """{"psnr_db": mean over images} for a lossy image codec; {} when some
+  image came back unchanged (a lossless file has no PSNR to average)."""
+  values = np.concatenate(per_image)
+  return {"psnr_db": float(values.mean())} if np.isfinite(values).all() \
+      else {}
+
+
 def _batched(fn, x, batch_size: int):
   """fn over fixed-size batches of a pytree of arrays (the last batch
   padded: one compilation); the outputs' leaves concatenated."""
@@ -104,9 +121,11 @@ class Evaluator:
 
   def codecs(self, settings: list[tuple[str, str, dict]]) -> list[dict]:
     """Pillow round trip of every image, then the unmodified teacher: one
-    score per (Pillow format, setting name, save arguments), in order."""
+    score per (Pillow format, setting name, save arguments), in order,
+    with the mean PSNR of the decoded images where they differ."""
     sizes = [[] for _ in settings]
     hits = [[] for _ in settings]
+    psnrs = [[] for _ in settings]
     for images, labels in self.chunks():
       for k, (fmt, _, save_args) in enumerate(settings):
         decoded = np.empty_like(images)
@@ -118,8 +137,9 @@ class Evaluator:
           with Image.open(io.BytesIO(data)) as img:
             decoded[i] = np.asarray(img.convert("RGB"))
         hits[k].append(_topk_hits(self.teacher_logits(decoded), labels))
+        psnrs[k].append(psnr_db(images, decoded))
     return [{"setting": setting, "bytes_per_image": float(np.mean(sizes[k])),
-             **self._score(hits[k])}
+             **self._score(hits[k]), **_mean_psnr(psnrs[k])}
             for k, (_, setting, _) in enumerate(settings)]
 
   def learned(self, method: methods.Method, model: nnx.Module,
@@ -128,10 +148,11 @@ class Evaluator:
 
     ``model`` is `method.saved`: a `SplitModel` (its decoder and tail
     give the logits) or an image codec (its decoded image, rounded to
-    uint8, goes to the unmodified teacher).
+    uint8, goes to the unmodified teacher; its point also gets the mean
+    PSNR of those images).
     """
     model.eval()
-    sizes, hits = [], []
+    sizes, hits, psnrs = [], [], []
     for images, labels in self.chunks():
       x = pipeline.normalize(images, method.input_norm(self.config))
       symbols = _batched(lambda x: jit_edge_symbols(model, x), x,
@@ -149,10 +170,12 @@ class Evaluator:
       else:
         decoded = _batched(lambda s: jit_decode_symbols(model, s),
                            received, self.batch_size)
-        logits = self.teacher_logits(methods.images_from_unit(decoded))
+        decoded = methods.images_from_unit(decoded)
+        psnrs.append(psnr_db(images, decoded))
+        logits = self.teacher_logits(decoded)
       hits.append(_topk_hits(logits, labels))
     return {"setting": setting, "bytes_per_image": float(np.mean(sizes)),
-            **self._score(hits)}
+            **self._score(hits), **(_mean_psnr(psnrs) if psnrs else {})}
 
 
 def gflops_per_image(module: nnx.Module, fn, image_size: int) -> float:

@@ -29,6 +29,10 @@ METHOD_LABELS = {
     "png": "PNG",
 }
 SCORE_KEYS = ("setting", "bytes_per_image", "top1", "top5")
+# Methods that send an image: their points may add the decoded images'
+# mean PSNR (lossy ones; PNG is lossless).
+IMAGE_METHODS = ("neural_codec", "jpeg", "webp", "png")
+PSNR_KEY = "psnr_db"
 CODECS = ("jpeg", "webp")
 # The learned baselines HECS-B is compared with, level by level.
 BASELINES = ("svb", "crbq", "neural_codec")
@@ -45,8 +49,11 @@ def check_schema(results: Mapping) -> None:
   if set(results["teacher"]) != {"top1", "top5"}:
     raise ValueError(f"teacher keys {sorted(results['teacher'])}")
   for method, scores in results["methods"].items():
+    allowed = [SCORE_KEYS]
+    if method in IMAGE_METHODS:
+      allowed.append(SCORE_KEYS + (PSNR_KEY,))
     for score in scores:
-      if tuple(score) != SCORE_KEYS:
+      if tuple(score) not in allowed:
         raise ValueError(f"{method}: keys {list(score)}")
 
 
@@ -241,23 +248,26 @@ def models_markdown(models: Mapping[str, Mapping]) -> list[str]:
 
 def results_markdown(results: Mapping, notes: str = "",
                      models: Mapping[str, Mapping] | None = None) -> str:
-  """One table per method (settings by rate), the teacher above them,
-  HECS-B against the codecs and the learned baselines, and the learned
-  models' training summaries when given."""
+  """One table per method (settings by rate; the image codecs' mean PSNR
+  beside), the teacher above them, HECS-B against the codecs and the
+  learned baselines, and the learned models' training summaries when
+  given."""
   t = results["teacher"]
   lines = [f"# Rate vs accuracy on `{results['split']}`", ""]
   if notes:
     lines += [notes, ""]
   lines += [f"Teacher (the unsplit network on the uncompressed crop):"
             f" top-1 {t['top1']:.3f}, top-5 {t['top5']:.3f}.", "",
-            "| method | setting | bytes / image | top-1 | top-5 |",
-            "|---|---|---:|---:|---:|"]
+            "| method | setting | bytes / image | top-1 | top-5 |"
+            " image PSNR, dB |",
+            "|---|---|---:|---:|---:|---:|"]
   for method, scores in results["methods"].items():
     for s in sorted(scores, key=lambda s: s["bytes_per_image"]):
+      psnr = f"{s['psnr_db']:.2f}" if "psnr_db" in s else "–"
       lines.append(
           f"| {METHOD_LABELS.get(method, method)} | {s['setting']} |"
           f" {s['bytes_per_image']:,.1f} | {s['top1']:.3f} |"
-          f" {s['top5']:.3f} |")
+          f" {s['top5']:.3f} | {psnr} |")
   lines += comparison_markdown(results)
   lines += baselines_markdown(results)
   if models:

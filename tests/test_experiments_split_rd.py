@@ -112,14 +112,23 @@ def test_bytes_are_the_real_container_and_file_lengths(quick):
   np.testing.assert_array_equal(
       holdout.images[0], imagenet_folder.decode_center_crop(first.path))
 
-  sizes = []
+  sizes, psnrs = [], []
   for image in holdout.images:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=10, optimize=True)
     sizes.append(len(buf.getvalue()))
+    decoded = np.asarray(Image.open(buf).convert("RGB"), np.float64)
+    mse = np.mean((decoded - image) ** 2)
+    psnrs.append(10 * np.log10(255**2 / mse))
   jpeg10 = next(s for s in results["methods"]["jpeg"]
                 if s["setting"] == "q=10")
   assert jpeg10["bytes_per_image"] == np.mean(sizes)
+  # Image codecs report the mean PSNR of what they decoded; PNG is
+  # lossless and has none.
+  assert jpeg10["psnr_db"] == pytest.approx(np.mean(psnrs), rel=1e-9)
+  assert "psnr_db" not in results["methods"]["png"][0]
+  assert all(5 < s["psnr_db"] < 60
+             for s in results["methods"]["neural_codec"])
 
   teacher = split_rd_models.load_teacher(
       config, split_rd_models.weights_path(config, data_dir, None))
@@ -228,6 +237,18 @@ def _one_line_error(capsys, argv) -> str:
   err = capsys.readouterr().err.strip()
   assert "Traceback" not in err and "\n" not in err, err
   return err
+
+
+def test_psnr_by_hand():
+  from experiments import split_rd_eval
+  a = np.zeros((2, 4, 4, 3), np.uint8)
+  b = a.copy()
+  b[0, 0, 0, 0] = 48  # MSE 48² / 48 = 48: PSNR 10 log10(255² / 48)
+  psnr = split_rd_eval.psnr_db(a, b)
+  assert psnr[0] == pytest.approx(10 * np.log10(255**2 / 48))
+  assert psnr[1] == np.inf
+  assert split_rd_eval._mean_psnr([psnr]) == {}
+  assert split_rd_eval._mean_psnr([psnr[:1]]) == {"psnr_db": psnr[0]}
 
 
 def test_eval_only_without_a_trained_model_names_it(tmp_path, capsys):

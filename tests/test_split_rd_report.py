@@ -118,3 +118,17 @@ def test_merge_ignores_a_run_on_other_images(tmp_path, change):
 def test_merge_without_an_earlier_run_keeps_nothing(tmp_path):
   results, details = _run(["svb"])
   assert report.merge_earlier(results, details, tmp_path) == []
+
+
+def test_schema_allows_psnr_on_image_methods_only():
+  results = _results([(1000, 0.8)])
+  results["methods"]["jpeg"][0]["psnr_db"] = 30.5
+  report.check_schema(results)
+  assert "| 30.50 |" in report.results_markdown(results)
+  results["methods"]["hecsb"][0]["psnr_db"] = 30.5
+  with pytest.raises(ValueError, match="hecsb: keys"):
+    report.check_schema(results)
+  del results["methods"]["hecsb"][0]["psnr_db"]
+  results["methods"]["webp"][0]["ssim"] = 0.9
+  with pytest.raises(ValueError, match="webp: keys"):
+    report.check_schema(results)
