@@ -263,7 +263,7 @@ def results_markdown(results: Mapping, notes: str = "",
             "|---|---|---:|---:|---:|---:|"]
   for method, scores in results["methods"].items():
     for s in sorted(scores, key=lambda s: s["bytes_per_image"]):
-      psnr = f"{s['psnr_db']:.2f}" if "psnr_db" in s else "–"
+      psnr = f"{s[PSNR_KEY]:.2f}" if PSNR_KEY in s else "–"
       lines.append(
           f"| {METHOD_LABELS.get(method, method)} | {s['setting']} |"
           f" {s['bytes_per_image']:,.1f} | {s['top1']:.3f} |"

@@ -199,7 +199,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # convolutional). Its synthesis runs sub-pixel-wise (models/subpixel.py):
   # `python -m benchmarks.codec_step` measured 13.9 images/s against 1.4
   # with nnx.ConvTranspose, batch 32 at 128², two trainings sharing the
-  # cores; split_rd trains a λ in ~18 min (6 epochs) beside another job.
+  # cores; split_rd trained each λ in 21–24 min (6 epochs) beside other jobs.
   c.neural_codec = ml_collections.ConfigDict(dict(
       lambdas=CODEC_LAMBDAS, n=64, m=96, prior_init_scale=PRIOR_INIT_SCALE,
       train_patch=128,
