@@ -80,6 +80,39 @@ def set_measurement_init(config, value: str | None) -> None:
     config.hecsb.decoder_skip = value == "principal"
 
 
+def positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer: {text}")
+  return value
+
+
+class OptionError(ValueError):
+  """Options that parse but do not fit together with the config."""
+
+
+def set_measurements(config, value: int | None) -> None:
+  """--measurements: HECS-B's m, the coded channels (None: the config's).
+
+  Raises:
+    OptionError: the principal start with m above the channels at the
+      split (it has only that many directions).
+  """
+  if value is None:
+    return
+  h = config.hecsb
+  if (h.measurement_init == "principal" and h.acquisition == "prefix"
+      and value > config.feature_channels):
+    raise OptionError(
+        f"--measurements {value}: the principal start has only"
+        f" {config.feature_channels} directions at {config.split}; pass"
+        f" m <= {config.feature_channels} or --measurement-init random")
+  h.num_measurements = value
+
+
 def _parse_methods(text: str) -> tuple[str, ...]:
   methods = tuple(t.strip() for t in text.split(",") if t.strip())
   unknown = [m for m in methods if m not in split_rd_config.METHODS]
@@ -190,6 +223,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                  " (principal, the config's default; needs the prefix"
                  " acquisition), or W random and the decoder from scratch"
                  " (random: the models of docs/results/split_rd/)")
+  p.add_argument("--measurements", type=positive_int, default=None,
+                 metavar="M",
+                 help="HECS-B's m, the channels the edge measures and codes"
+                 " (default: the config's); a model's folder keeps its"
+                 " m in its fingerprint, so another m needs another --out")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -267,6 +305,7 @@ def build_config(args):
   if config.hecsb.acquisition == "shallow":
     # A from-scratch encoder has no principal directions to start at.
     set_measurement_init(config, "random")
+  set_measurements(config, args.measurements)
   config.lock()
   return config
 
@@ -378,13 +417,15 @@ def main(argv=None) -> dict:
       return ""
     if args.eval_only:
       return (". Score with the options the run was trained with"
-              " (--quick, --backbone, --measurement-init)")
+              " (--quick, --backbone, --measurement-init,"
+              " --measurements)")
     ckpt = os.path.join(args.out, *(("tune",) if args.tune else ()), "ckpt")
     return (f". Use another --out, or --overwrite to delete {ckpt} and"
             " retrain")
 
   with one_line_errors((OSError, DataFormatError, WeightsError,
-                        CheckpointMismatchError, NotImplementedError),
+                        CheckpointMismatchError, NotImplementedError,
+                        OptionError),
                        debug=args.debug, hint=hint):
     return run(args, argv_text)
 

@@ -182,6 +182,10 @@ def main(argv=None) -> dict:
                  default=None,
                  help="the HECS-B start the run was trained with (as"
                  " split_rd's option)")
+  p.add_argument("--measurements", type=split_rd.positive_int,
+                 default=None, metavar="M",
+                 help="the HECS-B m the run was trained with (as"
+                 " split_rd's option)")
   p.add_argument("--cache-dir", default=None)
   args = p.parse_args(argv)
   config = split_rd_config.get_config("quick" if args.quick else None)
@@ -189,6 +193,7 @@ def main(argv=None) -> dict:
   samples = args.data_dir / config.data.samples_dir
   cache = Path(args.cache_dir or split_rd.default_cache_dir())
   with one_line_errors((OSError, ValueError)):
+    split_rd.set_measurements(config, args.measurements)
     teacher = split_rd_models.load_teacher(
         config, split_rd_models.weights_path(config, args.data_dir, None))
     pairs = []

@@ -275,6 +275,10 @@ def test_missing_data_folder_is_one_line_naming_it(tmp_path, capsys):
     ("--settings", "jpeg=5", "--settings takes"),
     ("--settings", "crbq=2.5", "takes int values"),
     ("--settings", "svb=1e-3,1e-3", "distinct positive"),
+    ("--measurements", "0", "positive integer"),
+    ("--measurements", "forty", "positive integer"),
+    # The principal start has 40 directions at block4.
+    ("--measurements", "48", "only 40 directions"),
 ])
 def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
                                                value, words):
@@ -292,6 +296,27 @@ def test_settings_option_sets_each_methods_values():
   assert config.svb.betas == (1e-5, 1e-3)
   assert config.crbq.channels == (2, 8)
   assert config.neural_codec.lambdas == split_rd.split_rd_config.CODEC_LAMBDAS
+
+
+def test_measurements_option_sets_m_and_enters_the_fingerprint():
+  from experiments import split_rd_methods
+
+  default = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
+  forty = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--measurements", "40"]))
+  # Above the channels only without the principal start.
+  wide = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--measurements", "48", "--measurement-init",
+       "random"]))
+  assert forty.hecsb.num_measurements == 40
+  assert wide.hecsb.num_measurements == 48
+  hecsb, svb = split_rd_methods.Hecsb(), split_rd_methods.Svb()
+  # Another m is another model (its checkpoints are refused, not reused);
+  # the baselines' fingerprints do not read HECS-B's section.
+  assert (hecsb.fingerprint(default, 1e-4, "d", "t", 1)
+          != hecsb.fingerprint(forty, 1e-4, "d", "t", 1))
+  assert (svb.fingerprint(default, 1e-4, "d", "t", 1)
+          == svb.fingerprint(forty, 1e-4, "d", "t", 1))
 
 
 def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
