@@ -72,6 +72,10 @@ ACQUISITIONS = {
 }
 
 
+# --stage2-train: config.stage2.train (split_rd_methods.stage2_filter).
+STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
+
+
 def set_measurement_init(config, value: str | None) -> None:
   """--measurement-init: HECS-B's start, and the decoder's linear path
   that the principal start needs (None: the config's)."""
@@ -228,6 +232,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="HECS-B's m, the channels the edge measures and codes"
                  " (default: the config's); a model's folder keeps its"
                  " m in its fingerprint, so another m needs another --out")
+  p.add_argument("--stage2-train", choices=STAGE2_TRAINS, default=None,
+                 help="what stage 2 trains in the split methods: the"
+                 " decoder (the config's default), the decoder and the"
+                 " teacher's tail (encoder and prior frozen, as sc2bench),"
+                 " or the whole student (as the paper). A finished stage 1"
+                 " is reused: copy ckpt/<model>/stage1/ into a new --out")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -306,6 +316,8 @@ def build_config(args):
     # A from-scratch encoder has no principal directions to start at.
     set_measurement_init(config, "random")
   set_measurements(config, args.measurements)
+  if args.stage2_train is not None:
+    config.stage2.train = args.stage2_train
   config.lock()
   return config
 

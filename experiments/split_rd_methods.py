@@ -133,6 +133,20 @@ class Method:
         "crop_scale": list(config.data.crop_scale),
     }
 
+  def stage_fingerprints(self, config, value: float, fingerprint: dict
+                         ) -> list[tuple[str, dict]]:
+    """Each stage's checkpoint fingerprint, in training order.
+
+    A stage depends on the settings of itself and the stages before it,
+    not on those after: stage 1's leaves out the ``stage2`` section, so a
+    finished stage 1 is reused when only stage 2's settings change (copy
+    a model's ``stage1/`` into a new --out).
+    """
+    names = [stage.name for stage in self.stages(config, value)]
+    return [(name, {k: v for k, v in dict(fingerprint, stage=name).items()
+                    if k not in names[i + 1:]})
+            for i, name in enumerate(names)]
+
   def shape_keys(self) -> tuple[str, ...]:
     """Fingerprint keys that shape the model (what --eval-only checks)."""
     return ("format", "backbone", "split", self.section)

@@ -87,9 +87,11 @@ def check_checkpoints(method: methods.Method, config, value: float,
   Raises:
     CheckpointMismatchError: naming the folder and the differing fields.
   """
-  parts = [("model", fingerprint)] + [
-      (stage.name, dict(fingerprint, stage=stage.name))
-      for stage in method.stages(config, value)]
+  parts = [("model", fingerprint)]
+  if not (model_dir / "model").is_dir():
+    # A finished model is checked by its own fingerprint: its stages
+    # never run again.
+    parts += method.stage_fingerprints(config, value, fingerprint)
   for part, expected in parts:
     directory = model_dir / part
     if not directory.is_dir():
@@ -178,6 +180,8 @@ def train_model(method: methods.Method, model: nnx.Module, source, config,
       source, n, seed=seed, norm=norm, config=config))
   if started:
     log(f"{model_dir.name}: {started}")
+  stage_fingerprints = dict(
+      method.stage_fingerprints(config, value, fingerprint))
   for stage in method.stages(config, value):
     if stage.fit_config.epochs == 0:
       continue
@@ -189,7 +193,7 @@ def train_model(method: methods.Method, model: nnx.Module, source, config,
     result = fit(
         model, stage.loss_fn, batches, None, stage.fit_config,
         workdir=os.fspath(model_dir / stage.name),
-        fingerprint=dict(fingerprint, stage=stage.name),
+        fingerprint=stage_fingerprints[stage.name],
         trainable=stage.trainable, project_fn=dl.project,
         lr_multipliers=dl.entropy_model_lr(stage.prior_lr_multiplier),
         steps_per_epoch=pipeline.steps_per_epoch(

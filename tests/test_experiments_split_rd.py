@@ -191,6 +191,49 @@ def test_checkpoints_of_other_settings_are_refused_before_any_work(
   assert _ckpt_files(out) == files
 
 
+@pytest.mark.slow
+def test_another_stage2_reuses_the_finished_stage1(quick, tmp_path, capsys):
+  out, cache, _ = quick
+  model = f"hecsb_beta{BETA:g}"
+  stage1 = out / "ckpt" / model / "stage1"
+  shutil.copytree(stage1, tmp_path / "ckpt" / model / "stage1")
+  split_rd.main(_args(tmp_path, cache, "--methods", "hecsb",
+                      "--stage2-train", "decoder_tail"))
+  printed = capsys.readouterr().out
+  assert f"{model} stage1: 0 epochs trained" in printed
+  assert f"{model} stage2: 1 epochs trained" in printed
+  # Stage 1's checkpoint was read, not rewritten.
+  assert {p.relative_to(tmp_path / "ckpt" / model / "stage1"):
+          p.read_bytes() for p in (tmp_path / "ckpt" / model / "stage1")
+          .rglob("*") if p.is_file()} == {
+              p.relative_to(stage1): p.read_bytes()
+              for p in stage1.rglob("*") if p.is_file()}
+  # A finished model with other stage-2 settings is still refused.
+  err = _one_line_error(capsys, _args(out, cache, "--methods", "hecsb",
+                                      "--stage2-train", "decoder_tail"))
+  assert "made with other settings" in err and "stage2.train" in err
+
+
+def test_stage1_fingerprint_leaves_out_stage2():
+  from experiments import split_rd_methods
+
+  decoder = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
+  tail = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--stage2-train", "decoder_tail"]))
+  assert tail.stage2.train == "decoder_tail"
+  for method in (split_rd_methods.Hecsb(), split_rd_methods.Svb()):
+    a, b = (dict(method.stage_fingerprints(
+        c, 1e-4, method.fingerprint(c, 1e-4, "d", "t", 1)))
+        for c in (decoder, tail))
+    assert "stage2" not in a["stage1"] and a["stage1"] == b["stage1"]
+    assert a["stage1"]["stage1"] == decoder.stage1.to_dict()
+    assert a["stage2"] != b["stage2"]
+  codec = split_rd_methods.METHODS["neural_codec"]
+  (name, single), = codec.stage_fingerprints(
+      decoder, 0.01, codec.fingerprint(decoder, 0.01, "d", "t", 1))
+  assert name == "codec" and {"stage1", "stage2"} <= set(single)
+
+
 def _small_folder(root: Path, count: int) -> Path:
   """The first `count` holdout images, in the imagenet_samples layout."""
   src = _data_dir() / "imagenet_samples"
