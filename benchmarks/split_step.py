@@ -3,7 +3,7 @@
     python -m benchmarks.split_step [--batch-size 32] [--repeats 3] [--quick]
 
 The model is split_rd's full-scale config (EfficientNet-Lite0 cut after
-block4, the teacher's prefix as frozen acquisition, m = 16, decoder width
+block4, the teacher's prefix as frozen acquisition, its m, decoder width
 128) with random weights: throughput does not depend on their values.
 Prints, from one run on one machine:
   * images/s of each jitted training step as split_rd runs it: stage 1

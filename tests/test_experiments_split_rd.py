@@ -345,21 +345,22 @@ def test_measurements_option_sets_m_and_enters_the_fingerprint():
   from experiments import split_rd_methods
 
   default = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
-  forty = split_rd.build_config(split_rd.parse_args(
-      ["--data-dir", "d", "--measurements", "40"]))
+  thirty_two = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--measurements", "32"]))
   # Above the channels only without the principal start.
   wide = split_rd.build_config(split_rd.parse_args(
       ["--data-dir", "d", "--measurements", "48", "--measurement-init",
        "random"]))
-  assert forty.hecsb.num_measurements == 40
+  assert default.hecsb.num_measurements == 40  # chosen on dev
+  assert thirty_two.hecsb.num_measurements == 32
   assert wide.hecsb.num_measurements == 48
   hecsb, svb = split_rd_methods.Hecsb(), split_rd_methods.Svb()
   # Another m is another model (its checkpoints are refused, not reused);
   # the baselines' fingerprints do not read HECS-B's section.
   assert (hecsb.fingerprint(default, 1e-4, "d", "t", 1)
-          != hecsb.fingerprint(forty, 1e-4, "d", "t", 1))
+          != hecsb.fingerprint(thirty_two, 1e-4, "d", "t", 1))
   assert (svb.fingerprint(default, 1e-4, "d", "t", 1)
-          == svb.fingerprint(forty, 1e-4, "d", "t", 1))
+          == svb.fingerprint(thirty_two, 1e-4, "d", "t", 1))
 
 
 def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
