@@ -72,7 +72,7 @@ ACQUISITIONS = {
 }
 
 
-# --stage2-train: config.stage2.train (split_rd_methods.stage2_filter).
+# --stage2-train: config.hecsb.stage2_train (split_rd_methods.stage2_filter).
 STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
 
 
@@ -233,11 +233,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                  " (default: the config's); a model's folder keeps its"
                  " m in its fingerprint, so another m needs another --out")
   p.add_argument("--stage2-train", choices=STAGE2_TRAINS, default=None,
-                 help="what stage 2 trains in the split methods: the"
-                 " decoder (the config's default), the decoder and the"
-                 " teacher's tail (encoder and prior frozen, as sc2bench),"
-                 " or the whole student (as the paper). A finished stage 1"
-                 " is reused: copy ckpt/<model>/stage1/ into a new --out")
+                 help="what HECS-B's stage 2 trains: the decoder, the"
+                 " decoder and the teacher's tail (encoder and prior"
+                 " frozen, as sc2bench; the config's default), or the whole"
+                 " student (as the paper). A finished stage 1 is reused:"
+                 " copy ckpt/<model>/stage1/ into a new --out")
   p.add_argument("--eval-only", action="store_true",
                  help="score the finished models of --out without training")
   p.add_argument("--eval-dir", default=None,
@@ -317,7 +317,7 @@ def build_config(args):
     set_measurement_init(config, "random")
   set_measurements(config, args.measurements)
   if args.stage2_train is not None:
-    config.stage2.train = args.stage2_train
+    config.hecsb.stage2_train = args.stage2_train
   config.lock()
   return config
 
@@ -400,7 +400,8 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
          " directions" if config.hecsb.measurement_init == "principal"
          else "") + ", stage 1"
       f" {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs}"
-      f" ({config.stage2.train}); the whole network costs"
+      f" (HECS-B: {config.hecsb.stage2_train}, the baselines:"
+      f" {config.stage2.train}); the whole network costs"
       f" {details['teacher_gflops_per_image']:.3f} GFLOP per image (XLA's"
       " count). Bytes: real containers / files of one"
       " image each, headers included, averaged. Codecs: JPEG with"

@@ -50,6 +50,9 @@ UNIT = saved_model.UNIT
 # fingerprint, so the earlier checkpoints stay valid.
 LATER_KEYS = {"measurement_init": "random", "principal_images": 512,
               "decoder_skip": False}
+# Section keys that the fingerprint records elsewhere: a method's own
+# stage-2 choice is its "stage2" part's "train".
+_ELSEWHERE = ("stage2_train",)
 _NONE = object()
 
 
@@ -84,7 +87,7 @@ def stage2_filter(train: str, train_acquisition: bool):
   if train == "student":
     return dl.stage2_trainable(train_encoder=True,
                                train_acquisition=train_acquisition)
-  raise ValueError(f"stage2.train must be decoder, decoder_tail or student,"
+  raise ValueError(f"stage 2 trains decoder, decoder_tail or student,"
                    f" got {train!r}")
 
 
@@ -127,11 +130,18 @@ class Method:
         "train_data": data_id, "seed": config.seed,
         self.section: {
             k: v for k, v in config[self.section].to_dict().items()
-            if k != self.values_key and LATER_KEYS.get(k, _NONE) != v},
-        "stage1": config.stage1.to_dict(), "stage2": config.stage2.to_dict(),
+            if k != self.values_key and k not in _ELSEWHERE
+            and LATER_KEYS.get(k, _NONE) != v},
+        "stage1": config.stage1.to_dict(),
+        "stage2": dict(config.stage2.to_dict(),
+                       train=self.stage2_train(config)),
         "image_size": config.data.image_size,
         "crop_scale": list(config.data.crop_scale),
     }
+
+  def stage2_train(self, config) -> str:
+    """What this method's stage 2 trains (`stage2_filter`)."""
+    return config.stage2.train
 
   def stage_fingerprints(self, config, value: float, fingerprint: dict
                          ) -> list[tuple[str, dict]]:
@@ -181,6 +191,7 @@ class Method:
     """The two distillation stages of a split method."""
     seed = self.seed(config, value)
     s1, s2 = config.stage1, config.stage2
+    train = self.stage2_train(config)
     beta = self.rate_weight(value)
     return [
         Stage("stage1", _fit_config(s1, seed),
@@ -191,8 +202,8 @@ class Method:
         Stage("stage2", _fit_config(s2, seed),
               dl.make_stage2_loss(
                   s2.alpha, s2.temperature,
-                  beta=beta if s2.train == "student" else 0.0),
-              stage2_filter(s2.train, self.train_acquisition(config)),
+                  beta=beta if train == "student" else 0.0),
+              stage2_filter(train, self.train_acquisition(config)),
               ("kl", "bits_per_image"), s2.prior_lr_multiplier),
     ]
 
@@ -246,6 +257,10 @@ class Hecsb(Method):
 
   def train_acquisition(self, config):
     return bool(config.hecsb.train_acquisition)
+
+  def stage2_train(self, config):
+    # Its own choice (chosen on dev); the baselines keep stage2.train.
+    return config.hecsb.stage2_train
 
   def frozen_prefix(self, config):
     h = config.hecsb
