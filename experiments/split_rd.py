@@ -233,9 +233,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  " (default: the config's); a model's folder keeps its"
                  " m in its fingerprint, so another m needs another --out")
   p.add_argument("--stage2-train", choices=STAGE2_TRAINS, default=None,
-                 help="what HECS-B's stage 2 trains: the decoder, the"
-                 " decoder and the teacher's tail (encoder and prior"
-                 " frozen, as sc2bench; the config's default), or the whole"
+                 help="what HECS-B's stage 2 trains: the decoder (the"
+                 " config's default), the decoder and the teacher's tail"
+                 " (encoder and prior frozen, as sc2bench), or the whole"
                  " student (as the paper). A finished stage 1 is reused:"
                  " copy ckpt/<model>/stage1/ into a new --out")
   p.add_argument("--eval-only", action="store_true",

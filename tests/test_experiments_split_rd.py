@@ -198,7 +198,7 @@ def test_another_stage2_reuses_the_finished_stage1(quick, tmp_path, capsys):
   stage1 = out / "ckpt" / model / "stage1"
   shutil.copytree(stage1, tmp_path / "ckpt" / model / "stage1")
   split_rd.main(_args(tmp_path, cache, "--methods", "hecsb",
-                      "--stage2-train", "decoder"))
+                      "--stage2-train", "decoder_tail"))
   printed = capsys.readouterr().out
   assert f"{model} stage1: 0 epochs trained" in printed
   assert f"{model} stage2: 1 epochs trained" in printed
@@ -210,20 +210,20 @@ def test_another_stage2_reuses_the_finished_stage1(quick, tmp_path, capsys):
               for p in stage1.rglob("*") if p.is_file()}
   # A finished model with other stage-2 settings is still refused.
   err = _one_line_error(capsys, _args(out, cache, "--methods", "hecsb",
-                                      "--stage2-train", "decoder"))
+                                      "--stage2-train", "decoder_tail"))
   assert "made with other settings" in err and "stage2.train" in err
 
 
 def test_stage_fingerprints_and_each_methods_stage2():
   from experiments import split_rd_methods
 
-  tail = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
-  decoder = split_rd.build_config(split_rd.parse_args(
-      ["--data-dir", "d", "--stage2-train", "decoder"]))
+  decoder = split_rd.build_config(split_rd.parse_args(["--data-dir", "d"]))
+  tail = split_rd.build_config(split_rd.parse_args(
+      ["--data-dir", "d", "--stage2-train", "decoder_tail"]))
   hecsb, svb = split_rd_methods.Hecsb(), split_rd_methods.Svb()
-  # HECS-B's own choice (dev); the baselines keep what they trained with.
-  assert hecsb.stage2_train(tail) == "decoder_tail"
+  # --stage2-train sets HECS-B's; the baselines keep what they trained with.
   assert hecsb.stage2_train(decoder) == "decoder"
+  assert hecsb.stage2_train(tail) == "decoder_tail"
   assert svb.stage2_train(tail) == svb.stage2_train(decoder) == "decoder"
 
   def stages(method, config):
