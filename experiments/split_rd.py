@@ -70,10 +70,20 @@ ACQUISITIONS = {
     "prefix-finetuned": ("prefix", True),  # trained in stage 1 too
     "shallow": ("shallow", True),  # from scratch (always trained)
 }
-
-
 # --stage2-train: config.hecsb.stage2_train (split_rd_methods.stage2_filter).
-STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
+STAGE2_TRAINS = split_rd_config.STAGE2_TRAINS
+TUNE_FOLDS = split_rd_config.TUNE_FOLDS
+# The fold every tuning run before --tune-fold held out: it keeps OUT/tune/.
+FIRST_TUNE_FOLD = 3
+
+
+def tune_subdir(args) -> tuple[str, ...]:
+  """Where a --tune run writes, under --out (nothing without --tune)."""
+  if not args.tune:
+    return ()
+  if args.tune_fold in (None, FIRST_TUNE_FOLD):
+    return ("tune",)
+  return (f"tune_fold{args.tune_fold}",)
 
 
 def set_measurement_init(config, value: str | None) -> None:
@@ -247,6 +257,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="hold a quarter of dev out of training and score on it"
                  " instead of holdout (for choosing settings); writes"
                  " under OUT/tune/")
+  p.add_argument("--tune-fold", type=int, choices=TUNE_FOLDS, default=None,
+                 help="which quarter of dev --tune holds out: the images"
+                 " with class_index %% 5 == FOLD (default 3; holdout is"
+                 " 4); a fold other than 3 writes under OUT/tune_fold<FOLD>/")
   p.add_argument("--cache-dir", default=default_cache_dir(),
                  help="where decoded 224x224 crops are cached")
   p.add_argument("--overwrite", action="store_true",
@@ -270,6 +284,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.eval_only and args.overwrite:
     p.error("--eval-only scores existing checkpoints; --overwrite would"
             " delete them")
+  if args.tune_fold is not None and not args.tune:
+    p.error("--tune-fold picks the part of dev --tune holds out; it needs"
+            " --tune")
   if args.tune and (args.eval_only or args.eval_dir):
     p.error("--tune scores the held-out part of dev; it takes neither"
             " --eval-only nor --eval-dir")
@@ -318,6 +335,8 @@ def build_config(args):
   set_measurements(config, args.measurements)
   if args.stage2_train is not None:
     config.hecsb.stage2_train = args.stage2_train
+  if args.tune_fold is not None:
+    config.data.tune_remainder = args.tune_fold
   config.lock()
   return config
 
@@ -362,7 +381,7 @@ def run(args: argparse.Namespace, argv_text: str) -> dict:
     distributed.initialize(args.coordinator, args.num_processes,
                            args.process_id)
   primary = distributed.is_primary()
-  out = Path(args.out) / "tune" if args.tune else Path(args.out)
+  out = Path(args.out, *tune_subdir(args))
   eval_name = "validation" if eval_dir is None else eval_dir.resolve().name
   dest = out / "eval" / eval_name if args.eval_only else out
   if args.overwrite and primary:
@@ -432,7 +451,7 @@ def main(argv=None) -> dict:
       return (". Score with the options the run was trained with"
               " (--quick, --backbone, --measurement-init,"
               " --measurements)")
-    ckpt = os.path.join(args.out, *(("tune",) if args.tune else ()), "ckpt")
+    ckpt = os.path.join(args.out, *tune_subdir(args), "ckpt")
     return (f". Use another --out, or --overwrite to delete {ckpt} and"
             " retrain")
 

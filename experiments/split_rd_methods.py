@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hecsb_jax import coding
+from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.models import crbq as crbq_lib
 from hecsb_jax.train import saved_model
@@ -87,7 +88,7 @@ def stage2_filter(train: str, train_acquisition: bool):
   if train == "student":
     return dl.stage2_trainable(train_encoder=True,
                                train_acquisition=train_acquisition)
-  raise ValueError(f"stage 2 trains decoder, decoder_tail or student,"
+  raise ValueError(f"stage 2 trains one of {', '.join(split_rd_config.STAGE2_TRAINS)},"
                    f" got {train!r}")
 
 

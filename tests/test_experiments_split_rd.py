@@ -331,6 +331,8 @@ def test_missing_data_folder_is_one_line_naming_it(tmp_path, capsys):
     ("--measurements", "forty", "positive integer"),
     # The principal start has 40 directions at block4.
     ("--measurements", "48", "only 40 directions"),
+    ("--tune-fold", "2", "it needs --tune"),
+    ("--tune-fold", "4", "invalid choice"),  # holdout's remainder
 ])
 def test_bad_option_is_refused_before_any_work(tmp_path, capsys, option,
                                                value, words):
@@ -372,11 +374,20 @@ def test_measurements_option_sets_m_and_enters_the_fingerprint():
           == svb.fingerprint(thirty_two, 1e-4, "d", "t", 1))
 
 
-def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
+@pytest.mark.parametrize("fold, remainder, subdir", [
+    (None, 3, "tune"),  # every tuning run before --tune-fold
+    ("3", 3, "tune"),
+    ("0", 0, "tune_fold0"),
+    ("2", 2, "tune_fold2"),
+])
+def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(
+    fold, remainder, subdir):
   from experiments import split_rd_data
 
-  config = split_rd.build_config(split_rd.parse_args(
-      ["--data-dir", str(_data_dir()), "--tune"]))
+  args = split_rd.parse_args(["--data-dir", str(_data_dir()), "--tune"]
+                             + ([] if fold is None else ["--tune-fold", fold]))
+  assert split_rd.tune_subdir(args) == (subdir,)
+  config = split_rd.build_config(args)
   samples = _data_dir() / "imagenet_samples"
   train = split_rd_data.training_lists(config, _data_dir(), tune=True)
   tune = split_rd_data.split_list(samples, "dev", 0,
@@ -384,7 +395,7 @@ def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(tmp_path):
   holdout = split_rd_data.split_list(samples, "holdout", 0)
   trained = {e.path for l in train for e in l.examples}
   assert len(tune.examples) == 200
-  assert all(e.label % 5 == 3 for e in tune.examples)
+  assert all(e.label % 5 == remainder for e in tune.examples)
   assert not trained & {e.path for e in tune.examples}
   assert not trained & {e.path for e in holdout.examples}
   assert len(trained) == 600 + 3327  # the rest of dev + extra_images

@@ -63,6 +63,10 @@ CRBQ_CHANNELS = (2, 4, 8, 16)
 # The image codec's distortion weights (CompressAI's MSE qualities 1, 3, 5
 # and 7 of its factorized-prior model).
 CODEC_LAMBDAS = (0.0018, 0.0067, 0.025, 0.0932)
+# What stage 2 may train (stage2.train, hecsb.stage2_train; see c.stage2).
+STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
+# --tune's folds: dev images with class_index % 5 == fold (4 is holdout).
+TUNE_FOLDS = (0, 1, 2, 3)
 PRIOR_INIT_SCALE = 4.0
 PRIOR_LR_MULTIPLIER = 10.0
 
