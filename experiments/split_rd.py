@@ -94,6 +94,18 @@ def set_measurement_init(config, value: str | None) -> None:
     config.hecsb.decoder_skip = value == "principal"
 
 
+def set_encoder(config, acquisition: str | None,
+                measurement_init: str | None) -> None:
+  """--acquisition and --measurement-init (None: the config's)."""
+  if acquisition is not None:
+    (config.hecsb.acquisition,
+     config.hecsb.train_acquisition) = ACQUISITIONS[acquisition]
+  set_measurement_init(config, measurement_init)
+  if config.hecsb.acquisition == "shallow":
+    # A from-scratch encoder has no principal directions to start at.
+    set_measurement_init(config, "random")
+
+
 def positive_int(text: str) -> int:
   try:
     value = int(text)
@@ -137,7 +149,7 @@ def _parse_methods(text: str) -> tuple[str, ...]:
   return methods
 
 
-def _parse_betas(text: str) -> tuple[float, ...]:
+def parse_betas(text: str) -> tuple[float, ...]:
   try:
     betas = tuple(float(t) for t in text.split(",") if t.strip())
   except ValueError:
@@ -216,7 +228,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--methods", type=_parse_methods, default=None,
                  help="comma-separated subset of"
                  f" {','.join(split_rd_config.METHODS)} (default all)")
-  p.add_argument("--betas", type=_parse_betas, default=None,
+  p.add_argument("--betas", type=parse_betas, default=None,
                  help="HECS-B's rate weights, one model each (default: the"
                  " config's; same as --settings hecsb=...)")
   p.add_argument("--settings", type=_parse_settings, action="append",
@@ -325,13 +337,7 @@ def build_config(args):
   for method, values in args.settings:
     section, key, _ = SETTINGS[method]
     config[section][key] = values
-  if args.acquisition is not None:
-    (config.hecsb.acquisition,
-     config.hecsb.train_acquisition) = ACQUISITIONS[args.acquisition]
-  set_measurement_init(config, args.measurement_init)
-  if config.hecsb.acquisition == "shallow":
-    # A from-scratch encoder has no principal directions to start at.
-    set_measurement_init(config, "random")
+  set_encoder(config, args.acquisition, args.measurement_init)
   set_measurements(config, args.measurements)
   if args.stage2_train is not None:
     config.hecsb.stage2_train = args.stage2_train

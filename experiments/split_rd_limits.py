@@ -1,7 +1,7 @@
 r"""What limits a finished split_rd run: measurements, not guesses.
 
     python -m experiments.split_rd_limits --data-dir ../shared/data \
-        --out runs/split_rd_full [--quick] [--images 200]
+        --out runs/split_rd_full [--quick] [--images 200] [--betas B,...]
 
 For every finished HECS-B model of --out (one per β), on N training images
 (the first N of `dev`, centre crops, no augmentation: images every model
@@ -178,6 +178,13 @@ def main(argv=None) -> dict:
                  help="the run was made with --quick")
   p.add_argument("--images", type=int, default=200,
                  help="images per set (training, holdout)")
+  p.add_argument("--betas", type=split_rd.parse_betas, default=None,
+                 help="HECS-B's β values to measure (default the"
+                 " config's grid)")
+  p.add_argument("--acquisition", choices=tuple(split_rd.ACQUISITIONS),
+                 default=None,
+                 help="the edge encoder the run was trained with (as"
+                 " split_rd's option)")
   p.add_argument("--measurement-init", choices=("random", "principal"),
                  default=None,
                  help="the HECS-B start the run was trained with (as"
@@ -189,7 +196,9 @@ def main(argv=None) -> dict:
   p.add_argument("--cache-dir", default=None)
   args = p.parse_args(argv)
   config = split_rd_config.get_config("quick" if args.quick else None)
-  split_rd.set_measurement_init(config, args.measurement_init)
+  if args.betas is not None:
+    config.hecsb.betas = args.betas
+  split_rd.set_encoder(config, args.acquisition, args.measurement_init)
   samples = args.data_dir / config.data.samples_dir
   cache = Path(args.cache_dir or split_rd.default_cache_dir())
   with one_line_errors((OSError, ValueError)):

@@ -484,6 +484,27 @@ def test_limits_measure_the_finished_models(quick):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("option, words", [
+    # No model of that β was trained.
+    (["--betas", "0.5"], "no finished model"),
+    # The run's encoder was the frozen prefix: its model is not this one.
+    (["--acquisition", "prefix-finetuned"], "made with other settings"),
+])
+def test_limits_refuse_models_the_run_does_not_hold(quick, capsys, option,
+                                                     words):
+  from experiments import split_rd_limits
+
+  out, cache, _ = quick
+  with pytest.raises(SystemExit):
+    split_rd_limits.main([
+        "--data-dir", str(_data_dir()), "--out", str(out), "--quick",
+        "--images", "4", "--cache-dir", str(cache)] + option)
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "\n" not in err
+  assert words in err
+
+
+@pytest.mark.slow
 def test_saved_model_rebuilds_every_finished_model_from_its_folder(quick):
   """`saved_model.load` (what export and the server use) gives the model
   the experiment restores, leaf for leaf, from the folder alone."""
