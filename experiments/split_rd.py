@@ -22,7 +22,9 @@ another --out, or pass --overwrite to retrain from scratch.
 
 --tune trains without a quarter of dev (class_index % 5 == 3) and scores
 on it instead of holdout, under OUT/tune/: settings are chosen there,
-holdout is only reported.
+holdout is only reported. --tune-fold K holds out another quarter
+(class_index % 5 == K, K in 0..3) under OUT/tune_fold<K>/: a second
+opinion on a choice one fold's 200 images cannot settle.
 
 --eval-only scores the finished models of --out, without training, on the
 holdout images of --eval-dir (any folder in the imagenet_samples layout:
