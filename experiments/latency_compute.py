@@ -49,9 +49,14 @@ def machine() -> dict:
         break
   except OSError:
     pass
+  load = round(os.getloadavg()[0], 2)
+  nice = os.nice(0)
+  # Measured, not assumed: how busy the machine was and this process's
+  # priority (a shared machine slows every time; compare ratios).
   return {"cpu": cpu, "cores": os.cpu_count(), "threads_used": 1,
-          "load_avg_1min": round(os.getloadavg()[0], 2),
-          "note": "shared with a training run, this process niced"}
+          "load_avg_1min": load, "nice": nice,
+          "note": f"1-min load average {load} at the start, this process"
+                  f" at nice {nice}"}
 
 
 def best_ms(fn, repeats: int) -> tuple[float, object]:

@@ -278,3 +278,14 @@ def test_shaped_link_measures_its_rate(tmp_path):
   listed = subprocess.run(["ip", "netns", "list"], capture_output=True,
                           text=True, check=True).stdout
   assert not any(name in listed for name in names)
+
+
+def test_machine_reports_its_measured_load_and_priority():
+  """What the times were measured under is read, not asserted."""
+  from experiments import latency_compute  # JAX: imported only here
+
+  m = latency_compute.machine()
+  assert m["nice"] == os.nice(0)
+  assert m["load_avg_1min"] >= 0
+  assert f"nice {m['nice']}" in m["note"]
+  assert f"load average {m['load_avg_1min']}" in m["note"]
