@@ -88,8 +88,8 @@ def stage2_filter(train: str, train_acquisition: bool):
   if train == "student":
     return dl.stage2_trainable(train_encoder=True,
                                train_acquisition=train_acquisition)
-  raise ValueError(f"stage 2 trains one of {', '.join(split_rd_config.STAGE2_TRAINS)},"
-                   f" got {train!r}")
+  choices = ", ".join(split_rd_config.STAGE2_TRAINS)
+  raise ValueError(f"stage 2 trains one of {choices}, got {train!r}")
 
 
 class Method:
