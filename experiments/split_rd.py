@@ -75,15 +75,14 @@ ACQUISITIONS = {
 # --stage2-train: config.hecsb.stage2_train (split_rd_methods.stage2_filter).
 STAGE2_TRAINS = split_rd_config.STAGE2_TRAINS
 TUNE_FOLDS = split_rd_config.TUNE_FOLDS
-# The fold every tuning run before --tune-fold held out: it keeps OUT/tune/.
-FIRST_TUNE_FOLD = 3
 
 
 def tune_subdir(args) -> tuple[str, ...]:
   """Where a --tune run writes, under --out (nothing without --tune)."""
   if not args.tune:
     return ()
-  if args.tune_fold in (None, FIRST_TUNE_FOLD):
+  # The first fold keeps OUT/tune/, where every earlier tuning run is.
+  if args.tune_fold in (None, split_rd_config.FIRST_TUNE_FOLD):
     return ("tune",)
   return (f"tune_fold{args.tune_fold}",)
 

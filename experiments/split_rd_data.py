@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from hecsb_jax.configs import split_rd as split_rd_config
 from hecsb_jax.data import imagenet_folder
 from hecsb_jax.data import imagenet_pipeline as pipeline
 from hecsb_jax.data.tfds_reader import import_tfds
@@ -126,6 +127,16 @@ def tuning_part(config) -> Callable[[imagenet_folder.Example], bool]:
   """--tune: the training-split images held out to score settings on
   (class_index % 5 == data.tune_remainder; holdout is % 5 == 4)."""
   return lambda e: e.label % 5 == config.data.tune_remainder
+
+
+def tune_split_name(config) -> str:
+  """How results name the --tune images: "dev-tune" for the first fold
+  (as before --tune-fold), "dev-tune-fold<K>" for another."""
+  name = f"{config.data.train_split}-tune"
+  fold = config.data.tune_remainder
+  if fold == split_rd_config.FIRST_TUNE_FOLD:
+    return name
+  return f"{name}-fold{fold}"
 
 
 def training_lists(config, data_dir, tune: bool = False

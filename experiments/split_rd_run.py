@@ -68,7 +68,7 @@ def run_experiment(
     eval_source = data.tfds_source(config.data.tfds_eval_split, data_dir,
                                    config.data.eval_limit)
   elif tune:
-    split = f"{config.data.train_split}-tune"
+    split = data.tune_split_name(config)
     eval_list = data.split_list(eval_dir, config.data.train_split,
                                 config.data.eval_limit,
                                 data.tuning_part(config))

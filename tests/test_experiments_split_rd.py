@@ -374,20 +374,22 @@ def test_measurements_option_sets_m_and_enters_the_fingerprint():
           == svb.fingerprint(thirty_two, 1e-4, "d", "t", 1))
 
 
-@pytest.mark.parametrize("fold, remainder, subdir", [
-    (None, 3, "tune"),  # every tuning run before --tune-fold
-    ("3", 3, "tune"),
-    ("0", 0, "tune_fold0"),
-    ("2", 2, "tune_fold2"),
+@pytest.mark.parametrize("fold, remainder, subdir, split", [
+    # Every tuning run before --tune-fold: the same folder and name.
+    (None, 3, "tune", "dev-tune"),
+    ("3", 3, "tune", "dev-tune"),
+    ("0", 0, "tune_fold0", "dev-tune-fold0"),
+    ("2", 2, "tune_fold2", "dev-tune-fold2"),
 ])
 def test_tuning_part_of_dev_never_trains_and_holdout_never_enters(
-    fold, remainder, subdir):
+    fold, remainder, subdir, split):
   from experiments import split_rd_data
 
   args = split_rd.parse_args(["--data-dir", str(_data_dir()), "--tune"]
                              + ([] if fold is None else ["--tune-fold", fold]))
   assert split_rd.tune_subdir(args) == (subdir,)
   config = split_rd.build_config(args)
+  assert split_rd_data.tune_split_name(config) == split
   samples = _data_dir() / "imagenet_samples"
   train = split_rd_data.training_lists(config, _data_dir(), tune=True)
   tune = split_rd_data.split_list(samples, "dev", 0,

@@ -67,6 +67,7 @@ CODEC_LAMBDAS = (0.0018, 0.0067, 0.025, 0.0932)
 STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
 # --tune's folds: dev images with class_index % 5 == fold (4 is holdout).
 TUNE_FOLDS = (0, 1, 2, 3)
+FIRST_TUNE_FOLD = 3  # the default, and every tuning run before --tune-fold
 PRIOR_INIT_SCALE = 4.0
 PRIOR_LR_MULTIPLIER = 10.0
 
@@ -126,7 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_split="holdout",
       # --tune: dev images with class_index % 5 == this are held out of
       # training and score settings (holdout is % 5 == 4): 200 images.
-      tune_remainder=3,
+      tune_remainder=FIRST_TUNE_FOLD,
       # 0: every image. Otherwise the first N of each training set and of
       # the evaluation split (the quick run).
       train_limit_per_set=0,
