@@ -72,19 +72,16 @@ ACQUISITIONS = {
     "prefix-finetuned": ("prefix", True),  # trained in stage 1 too
     "shallow": ("shallow", True),  # from scratch (always trained)
 }
-# --stage2-train: config.hecsb.stage2_train (split_rd_methods.stage2_filter).
-STAGE2_TRAINS = split_rd_config.STAGE2_TRAINS
-TUNE_FOLDS = split_rd_config.TUNE_FOLDS
 
 
 def tune_subdir(args) -> tuple[str, ...]:
   """Where a --tune run writes, under --out (nothing without --tune)."""
   if not args.tune:
     return ()
-  # The first fold keeps OUT/tune/, where every earlier tuning run is.
-  if args.tune_fold in (None, split_rd_config.FIRST_TUNE_FOLD):
-    return ("tune",)
-  return (f"tune_fold{args.tune_fold}",)
+  fold = (split_rd_config.FIRST_TUNE_FOLD if args.tune_fold is None
+          else args.tune_fold)
+  suffix = split_rd_config.tune_fold_suffix(fold)
+  return ("tune_" + suffix if suffix else "tune",)
 
 
 def set_measurement_init(config, value: str | None) -> None:
@@ -255,7 +252,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="HECS-B's m, the channels the edge measures and codes"
                  " (default: the config's); a model's folder keeps its"
                  " m in its fingerprint, so another m needs another --out")
-  p.add_argument("--stage2-train", choices=STAGE2_TRAINS, default=None,
+  p.add_argument("--stage2-train", choices=split_rd_config.STAGE2_TRAINS,
+                 default=None,
                  help="what HECS-B's stage 2 trains: the decoder (the"
                  " config's default), the decoder and the teacher's tail"
                  " (encoder and prior frozen, as sc2bench), or the whole"
@@ -270,7 +268,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="hold a quarter of dev out of training and score on it"
                  " instead of holdout (for choosing settings); writes"
                  " under OUT/tune/")
-  p.add_argument("--tune-fold", type=int, choices=TUNE_FOLDS, default=None,
+  p.add_argument("--tune-fold", type=int, choices=split_rd_config.TUNE_FOLDS,
+                 default=None,
                  help="which quarter of dev --tune holds out: the images"
                  " with class_index %% 5 == FOLD (default 3; holdout is"
                  " 4); a fold other than 3 writes under OUT/tune_fold<FOLD>/")

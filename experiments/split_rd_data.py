@@ -133,10 +133,8 @@ def tune_split_name(config) -> str:
   """How results name the --tune images: "dev-tune" for the first fold
   (as before --tune-fold), "dev-tune-fold<K>" for another."""
   name = f"{config.data.train_split}-tune"
-  fold = config.data.tune_remainder
-  if fold == split_rd_config.FIRST_TUNE_FOLD:
-    return name
-  return f"{name}-fold{fold}"
+  suffix = split_rd_config.tune_fold_suffix(config.data.tune_remainder)
+  return f"{name}-{suffix}" if suffix else name
 
 
 def training_lists(config, data_dir, tune: bool = False

@@ -68,6 +68,12 @@ STAGE2_TRAINS = ("decoder", "decoder_tail", "student")
 # --tune's folds: dev images with class_index % 5 == fold (4 is holdout).
 TUNE_FOLDS = (0, 1, 2, 3)
 FIRST_TUNE_FOLD = 3  # the default, and every tuning run before --tune-fold
+
+
+def tune_fold_suffix(fold: int) -> str:
+  """What names a fold's folder and images beside "tune": nothing for the
+  first fold (the names of every tuning run before --tune-fold)."""
+  return "" if fold == FIRST_TUNE_FOLD else f"fold{fold}"
 PRIOR_INIT_SCALE = 4.0
 PRIOR_LR_MULTIPLIER = 10.0
 
